@@ -1,0 +1,137 @@
+"""Constants and arithmetic of the on-disk format (docs/FORMAT.md explains every byte).
+
+The pure-Python core, the command line and the file creator use this module; the C core
+mirrors the same numbers in ``csrc/format.h`` and a test compares the two.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+FORMAT_VERSION = 1
+MAGIC = b"MAPPEDPG"
+SELECTOR_MAGIC = b"MPSL"
+META_MAGIC = b"MPMD"
+GROUP_MAGIC = b"MPBG"
+DIR_INDEX_MAGIC = b"MPDI"
+DIR_BLOCK_MAGIC = b"MPDB"
+
+MIN_PAGE_SIZE = 1024
+MAX_PAGE_SIZE = 1 << 28
+MAX_BLOCK = 4096
+INITIAL_PAGES = 16
+RESERVED_PAGES = 3  # superblock, metadata A, metadata B
+GROW_MIN_STEP = 16
+GROW_CAP_BYTES = 1 << 30
+
+# superblock, sector 0
+IDENTITY = struct.Struct("<8sII44x")  # magic, version, page size; crc at 60
+IDENTITY_CRC_OFFSET = 60
+# superblock, sector 1
+SELECTOR_OFFSET = 512
+SELECTOR = struct.Struct("<4sIQI")  # magic, active, generation, meta_crc; crc at 532
+SELECTOR_CRC_OFFSET = 532
+
+# every block begins with this header: magic, crc of [8, M), generation, location, reserved
+BLOCK_HEADER = struct.Struct("<4sIQQQ")
+BLOCK_HEADER_SIZE = 32
+# metadata fields after the block header
+META_FIELDS = struct.Struct("<QQQQ")  # page_count, free_count, dir_a, dir_b
+META_FIELDS_OFFSET = 32
+META_BITMAP_OFFSET = 128
+GROUP_BITMAP_OFFSET = 32
+
+
+def valid_page_size(page_size: object) -> bool:
+    """True for a power of two in [MIN_PAGE_SIZE, MAX_PAGE_SIZE]."""
+    return (
+        type(page_size) is int
+        and MIN_PAGE_SIZE <= page_size <= MAX_PAGE_SIZE
+        and page_size & (page_size - 1) == 0
+    )
+
+
+class Geometry:
+    """Where groups and their bitmap copies lie for one page size."""
+
+    __slots__ = ("page_size", "block", "c0", "c")
+
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
+        self.block = min(page_size, MAX_BLOCK)
+        self.c0 = (self.block - META_BITMAP_OFFSET) * 8
+        self.c = (self.block - GROUP_BITMAP_OFFSET) * 8
+
+    def group_of(self, page: int) -> int:
+        """The group whose bitmap holds ``page``'s bit (0 = the metadata pages)."""
+        return 0 if page < self.c0 else 1 + (page - self.c0) // self.c
+
+    def group_start(self, k: int) -> int:
+        """First page described by group ``k`` (for k >= 1 also its copy-0 page)."""
+        return 0 if k == 0 else self.c0 + (k - 1) * self.c
+
+    def group_count(self, page_count: int) -> int:
+        """Number of groups, group 0 included, that exist for ``page_count`` pages."""
+        if page_count <= self.c0:
+            return 1
+        return 1 + -(-(page_count - self.c0) // self.c)
+
+    def is_internal(self, page: int) -> bool:
+        """True for pages 0-2 and the two bitmap copies of every group."""
+        if page < RESERVED_PAGES:
+            return True
+        return page >= self.c0 and (page - self.c0) % self.c < 2
+
+    def internal_between(self, lo: int, hi: int) -> int:
+        """Number of group copy pages in [lo, hi), for lo >= RESERVED_PAGES."""
+        if hi <= self.c0:
+            return 0
+
+        def upto(x: int) -> int:  # copy pages in [c0, x)
+            if x <= self.c0:
+                return 0
+            full, rest = divmod(x - self.c0, self.c)
+            return 2 * full + min(rest, 2)
+
+        return upto(hi) - upto(max(lo, self.c0))
+
+    def fix_end(self, count: int) -> int:
+        """Move a page count that would cut a group's two copy pages to just after them."""
+        if count <= self.c0:
+            return count
+        start = self.group_start(self.group_count(count) - 1)
+        return start + 2 if count < start + 2 else count
+
+    def grow_target(self, page_count: int, free_needed: int) -> int:
+        """The page count after growing so that ``free_needed`` more free pages exist."""
+        cap = max(GROW_MIN_STEP, GROW_CAP_BYTES // self.page_size)
+        target = page_count
+        while True:
+            target += min(max(target, GROW_MIN_STEP), cap)
+            target = self.fix_end(target)
+            added = target - page_count - self.internal_between(page_count, target)
+            if added >= free_needed:
+                return target
+
+
+def initial_image(page_size: int, crc32c: Callable[[bytes], int]) -> bytes:
+    """The bytes of a freshly created file (docs/FORMAT.md, "A new file")."""
+    geo = Geometry(page_size)
+    image = bytearray(INITIAL_PAGES * page_size)
+    ident = IDENTITY.pack(MAGIC, FORMAT_VERSION, page_size)
+    image[0:IDENTITY_CRC_OFFSET] = ident
+    struct.pack_into("<I", image, IDENTITY_CRC_OFFSET, crc32c(ident))
+
+    meta = bytearray(geo.block)
+    META_FIELDS.pack_into(meta, META_FIELDS_OFFSET, INITIAL_PAGES, INITIAL_PAGES - RESERVED_PAGES, 0, 0)
+    meta[META_BITMAP_OFFSET] = 0b111  # pages 0, 1, 2
+    BLOCK_HEADER.pack_into(meta, 0, META_MAGIC, 0, 1, 1, 0)
+    meta_crc = crc32c(bytes(meta[8:]))
+    struct.pack_into("<I", meta, 4, meta_crc)
+    image[page_size : page_size + geo.block] = meta
+
+    sel = SELECTOR.pack(SELECTOR_MAGIC, 0, 1, meta_crc)
+    image[SELECTOR_OFFSET:SELECTOR_CRC_OFFSET] = sel
+    struct.pack_into("<I", image, SELECTOR_CRC_OFFSET, crc32c(sel))
+    return bytes(image)
