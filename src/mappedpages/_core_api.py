@@ -14,7 +14,8 @@ its last committed state, but this process can no longer know what the page cach
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Callable, Protocol
 
 from .format import Geometry
 
@@ -31,15 +32,19 @@ class Core(Protocol):
     @property
     def page_count(self) -> int:
         """Pages the current (possibly uncommitted) state covers, reserved pages included."""
+
     @property
     def free_count(self) -> int:
         """Free data pages in the current state."""
+
     @property
     def generation(self) -> int:
         """Generation of the last commit."""
+
     @property
     def active(self) -> int:
         """0 when metadata copy A is active, 1 for B."""
+
     @property
     def writable(self) -> bool: ...
 
@@ -49,19 +54,23 @@ class Core(Protocol):
     def alloc_bulk(self, n: int) -> list[int]: ...
     def free(self, page: int) -> None: ...
     def free_bulk(self, pages: Sequence[int]) -> None:
-        """Validate every page (in range, not internal, allocated, no duplicates) before freeing any."""
+        """Validate every page (range, not internal, allocated, unique) before freeing any."""
 
     def begin(self) -> None:
         """Open a batch: changes accumulate in memory."""
+
     def commit(self) -> None:
         """Close the batch and commit its changes in one commit (nothing to do if none)."""
+
     def rollback(self) -> None:
         """Close the batch and return to the last committed state."""
 
     def is_allocated(self, page: int) -> bool:
         """Bit of ``page`` (OutOfBounds beyond page_count)."""
+
     def scan(self, start: int, limit: int) -> list[int]:
         """Up to ``limit`` allocated data pages ``>= start``, ascending; internal pages excluded."""
+
     def bitmap(self) -> bytes:
         """The whole in-memory bitmap, bits [0, page_count), as bytes."""
 
@@ -71,10 +80,13 @@ class Core(Protocol):
         The view stays valid for as long as it (or a slice of it) is referenced, even after the
         file grew, the core remapped, or the core was closed.
         """
-    def flush(self, pages: Optional[Sequence[int]] = None) -> None:
+
+    def flush(self, pages: Sequence[int] | None = None) -> None:
         """Make writes through views durable: all pages, or just ``pages`` (validated)."""
-    def set_barrier_hook(self, hook: Optional[BarrierHook]) -> None:
+
+    def set_barrier_hook(self, hook: BarrierHook | None) -> None:
         """Test hook: called with "barrier1"/"barrier2"/"flush" just before each sync."""
+
     def close(self) -> None:
         """Flush (if sync was off), unmap what no view uses, release the core. Idempotent."""
 

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 __all__ = [
-    "MappedPageError",
-    "InvalidPageSize",
-    "PageSizeMismatch",
-    "CorruptSuperblock",
-    "CorruptMetadata",
     "CorruptDirectoryIndex",
+    "CorruptMetadata",
     "CorruptProtectedDirectory",
-    "OutOfBounds",
-    "ReservedPage",
-    "DoubleFree",
+    "CorruptSuperblock",
     "DirectoryFull",
+    "DoubleFree",
+    "FileLocked",
+    "InvalidPageSize",
+    "MappedPageError",
+    "OutOfBounds",
+    "PageSizeMismatch",
+    "ReservedPage",
     "Unavailable",
     "WouldBlock",
-    "FileLocked",
 ]
 
 

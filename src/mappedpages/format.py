@@ -55,7 +55,7 @@ def valid_page_size(page_size: object) -> bool:
 class Geometry:
     """Where groups and their bitmap copies lie for one page size."""
 
-    __slots__ = ("page_size", "block", "c0", "c")
+    __slots__ = ("block", "c", "c0", "page_size")
 
     def __init__(self, page_size: int) -> None:
         self.page_size = page_size
@@ -124,7 +124,9 @@ def initial_image(page_size: int, crc32c: Callable[[bytes], int]) -> bytes:
     struct.pack_into("<I", image, IDENTITY_CRC_OFFSET, crc32c(ident))
 
     meta = bytearray(geo.block)
-    META_FIELDS.pack_into(meta, META_FIELDS_OFFSET, INITIAL_PAGES, INITIAL_PAGES - RESERVED_PAGES, 0, 0)
+    META_FIELDS.pack_into(
+        meta, META_FIELDS_OFFSET, INITIAL_PAGES, INITIAL_PAGES - RESERVED_PAGES, 0, 0
+    )
     meta[META_BITMAP_OFFSET] = 0b111  # pages 0, 1, 2
     BLOCK_HEADER.pack_into(meta, 0, META_MAGIC, 0, 1, 1, 0)
     meta_crc = crc32c(bytes(meta[8:]))

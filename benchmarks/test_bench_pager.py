@@ -1,0 +1,73 @@
+"""Pager costs, C core against pure-Python core (``pytest benchmarks --benchmark-enable``).
+
+Compare the groups side by side: each group holds one operation on both cores.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import mappedpages as mp
+
+
+@pytest.mark.benchmark(group="durable alloc: fresh file")
+def test_durable_alloc_fresh(benchmark, core: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    with mp.Pager.create(path, 1024, sync=True) as p:
+        benchmark.pedantic(p.alloc, rounds=200, warmup_rounds=5)
+
+
+@pytest.mark.benchmark(group="durable alloc: 2^21-page file")
+def test_durable_alloc_big(benchmark, core: str, path: str, big_file: str) -> None:  # type: ignore[no-untyped-def]
+    shutil.copyfile(big_file, path)
+    with mp.Pager.open(path, sync=True, preallocate=False) as p:
+        benchmark.pedantic(p.alloc, rounds=200, warmup_rounds=5)
+
+
+@pytest.mark.benchmark(group="alloc+free in batch (1000 pairs)")
+def test_alloc_free_in_batch(benchmark, core: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    with mp.Pager.create(path, 4096, sync=True) as p:
+        p.alloc_bulk(5000)
+        alloc, free = p.alloc, p.free
+
+        def pairs() -> None:
+            for _ in range(1000):
+                free(alloc())
+
+        with p.batch():
+            benchmark(pairs)
+
+
+@pytest.mark.benchmark(group="alloc+free sync=False (1000 pairs)")
+def test_alloc_free_nosync(benchmark, core: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    with mp.Pager.create(path, 4096, sync=False) as p:
+        p.alloc_bulk(5000)
+        alloc, free = p.alloc, p.free
+
+        def pairs() -> None:
+            for _ in range(1000):
+                free(alloc())
+
+        benchmark(pairs)
+
+
+@pytest.mark.benchmark(group="get_page (1000 reads)")
+def test_get_page(benchmark, core: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    with mp.Pager.create(path, 4096, sync=False) as p:
+        ids = p.alloc_bulk(1000)
+        get = p.get_page
+
+        def reads() -> None:
+            for pid in ids:
+                get(pid)
+
+        benchmark(reads)
+
+
+@pytest.mark.benchmark(group="crc32c 4 KiB")
+def test_crc32c_4k(benchmark, core: str) -> None:  # type: ignore[no-untyped-def]
+    from mappedpages import _backend
+
+    data = bytes(range(256)) * 16
+    benchmark(_backend.CORE.crc32c, data)

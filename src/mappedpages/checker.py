@@ -1,0 +1,214 @@
+"""An independent reader of the file format that verifies every checksum and invariant.
+
+It shares no code with the cores beyond format.py and a CRC32C function, so it doubles as an
+oracle for the tests: whatever a core writes must pass it. It reads the file with ``pread`` in
+whole blocks and never maps it, so it can look at a file another process is writing.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .format import (
+    BLOCK_HEADER,
+    FORMAT_VERSION,
+    GROUP_BITMAP_OFFSET,
+    GROUP_MAGIC,
+    IDENTITY,
+    IDENTITY_CRC_OFFSET,
+    MAGIC,
+    META_BITMAP_OFFSET,
+    META_FIELDS,
+    META_FIELDS_OFFSET,
+    META_MAGIC,
+    SELECTOR,
+    SELECTOR_CRC_OFFSET,
+    SELECTOR_MAGIC,
+    SELECTOR_OFFSET,
+    Geometry,
+    valid_page_size,
+)
+
+Crc = Callable[[bytes], int]
+
+
+@dataclass
+class Block:
+    """One decoded block copy."""
+
+    page: int
+    valid: bool
+    generation: int = 0
+    why: str = ""
+
+
+@dataclass
+class Report:
+    """What ``check_file`` found. ``ok`` is true only when ``problems`` is empty."""
+
+    path: str
+    file_size: int = 0
+    page_size: int = 0
+    format_version: int = 0
+    page_count: int = 0
+    free_count: int = 0
+    allocated_data_pages: int = 0
+    generation: int = 0
+    active: str = ""
+    selector_valid: bool = False
+    metadata: list[Block] = field(default_factory=list)
+    groups: int = 0
+    leftover_copies: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _Fatal(Exception):
+    pass
+
+
+def _decode_block(data: bytes, page: int, magic: bytes, crc32c: Crc) -> Block:
+    m, crc, gen, location, reserved = BLOCK_HEADER.unpack_from(data, 0)
+    if m != magic:
+        return Block(page, False, why="bad magic" if any(data[:32]) else "empty")
+    if crc != crc32c(data[8:]):
+        return Block(page, False, gen, "checksum mismatch")
+    if location != page:
+        return Block(page, False, gen, f"written for page {location}")
+    if gen == 0 or reserved != 0:
+        return Block(page, False, gen, "bad header fields")
+    return Block(page, True, gen)
+
+
+def check_file(
+    path: str, crc32c: Crc, progress: Callable[[int, int], None] | None = None
+) -> Report:
+    """Read ``path`` and verify it; never raises for file content (OSError for I/O)."""
+    report = Report(path)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(fd, report, crc32c, progress)
+    except _Fatal as exc:
+        report.problems.append(str(exc))
+    finally:
+        os.close(fd)
+    return report
+
+
+def _read(fd: int, offset: int, size: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise _Fatal(f"file ends inside the range {offset}..{offset + size}")
+    return data
+
+
+def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None] | None) -> None:
+    r.file_size = os.fstat(fd).st_size
+    if r.file_size < 1024:
+        raise _Fatal("not a mappedpages file: shorter than a superblock")
+    head = _read(fd, 0, 1024)
+    magic, version, page_size = IDENTITY.unpack_from(head, 0)
+    if magic != MAGIC:
+        raise _Fatal("not a mappedpages file: bad magic")
+    (ident_crc,) = struct.unpack_from("<I", head, IDENTITY_CRC_OFFSET)
+    if ident_crc != crc32c(head[:IDENTITY_CRC_OFFSET]):
+        raise _Fatal("superblock identity checksum mismatch")
+    r.format_version = version
+    if version != FORMAT_VERSION:
+        raise _Fatal(f"format version {version} is not supported (expected {FORMAT_VERSION})")
+    if not valid_page_size(page_size):
+        raise _Fatal(f"superblock page size {page_size} is invalid")
+    r.page_size = page_size
+    if r.file_size < 3 * page_size:
+        raise _Fatal("file is shorter than its three reserved pages")
+    geo = Geometry(page_size)
+
+    smagic, active, sgen, meta_crc = SELECTOR.unpack_from(head, SELECTOR_OFFSET)
+    (scrc,) = struct.unpack_from("<I", head, SELECTOR_CRC_OFFSET)
+    r.selector_valid = (
+        smagic == SELECTOR_MAGIC
+        and scrc == crc32c(head[SELECTOR_OFFSET:SELECTOR_CRC_OFFSET])
+        and active in (0, 1)
+    )
+    metas = [_read(fd, p * page_size, geo.block) for p in (1, 2)]
+    blocks = [_decode_block(m, p, META_MAGIC, crc32c) for m, p in zip(metas, (1, 2))]
+    r.metadata = blocks
+    chosen = -1
+    if r.selector_valid:
+        b = blocks[active]
+        (bcrc,) = struct.unpack_from("<I", metas[active], 4)
+        if b.valid and b.generation == sgen and bcrc == meta_crc:
+            chosen = active
+        else:
+            r.problems.append("the selector names a metadata copy that does not match it")
+    else:
+        r.problems.append("the superblock selector record is damaged")
+    if chosen < 0:
+        valid = [i for i in (0, 1) if blocks[i].valid]
+        if not valid:
+            raise _Fatal("neither metadata copy is valid")
+        chosen = max(valid, key=lambda i: blocks[i].generation)
+    r.active = "AB"[chosen]
+    gen = r.generation = blocks[chosen].generation
+    meta = metas[chosen]
+    page_count, free_count, _dir_a, _dir_b = META_FIELDS.unpack_from(meta, META_FIELDS_OFFSET)
+    r.page_count, r.free_count = page_count, free_count
+    if page_count < 3:
+        raise _Fatal(f"page count {page_count} is below the three reserved pages")
+    if page_count * page_size > r.file_size:
+        raise _Fatal(
+            f"metadata covers {page_count} pages but the file holds {r.file_size // page_size}"
+        )
+    if geo.fix_end(page_count) != page_count:
+        r.problems.append(f"page count {page_count} cuts a bitmap group's copy pages")
+
+    # Assemble the committed bitmap, group by group, counting as we go.
+    used = 0
+    groups = geo.group_count(page_count)
+    r.groups = groups
+    for k in range(groups):
+        if progress is not None and k % 1024 == 0:
+            progress(k, groups)
+        if k == 0:
+            bits = meta[META_BITMAP_OFFSET:]
+            first, span = 0, geo.c0
+        else:
+            first, span = geo.group_start(k), geo.c
+            copies = [_read(fd, (first + i) * page_size, geo.block) for i in (0, 1)]
+            decoded = [
+                _decode_block(c, first + i, GROUP_MAGIC, crc32c) for i, c in enumerate(copies)
+            ]
+            fit = [i for i in (0, 1) if decoded[i].valid and decoded[i].generation <= gen]
+            r.leftover_copies += sum(1 for d in decoded if d.valid and d.generation > gen)
+            if not fit:
+                r.problems.append(
+                    f"bitmap group {k}: no valid copy ({decoded[0].why}, {decoded[1].why})"
+                )
+                continue
+            best = max(fit, key=lambda i: decoded[i].generation)
+            bits = copies[best][GROUP_BITMAP_OFFSET:]
+        n = min(span, page_count - first)
+        value = int.from_bytes(bits, "little")
+        inside = value & ((1 << n) - 1)
+        if value >> n:
+            r.problems.append(f"bitmap group {k}: bits set beyond the page count")
+        used += inside.bit_count() if hasattr(int, "bit_count") else bin(inside).count("1")
+        if k == 0:
+            if inside & 0b111 != 0b111:
+                r.problems.append("reserved pages 0-2 are not marked in use")
+        elif inside & 0b11 != 0b11:
+            r.problems.append(f"bitmap group {k}: its own copy pages are not marked in use")
+    if progress is not None:
+        progress(groups, groups)
+    internal = 3 + 2 * (groups - 1)
+    r.allocated_data_pages = used - internal
+    if page_count - used != free_count:
+        r.problems.append(
+            f"free count {free_count} disagrees with the bitmap ({page_count - used} free)"
+        )

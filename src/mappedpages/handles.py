@@ -1,0 +1,94 @@
+"""Page handles: small immutable values naming a page of one page size.
+
+A handle is a tuple subclass so that hashing, equality and ordering run at C speed and the
+value cannot be changed after creation. The tuple holds ``(index, page_size, kind)``; the kind
+tag keeps a ``PageId`` from ever comparing equal to a ``ProtectedPageId`` with the same numbers.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidPageSize
+from .format import valid_page_size
+
+if TYPE_CHECKING:
+    from .pager import Pager
+
+__all__ = ["MappedPage", "PageId"]
+
+MappedPage = memoryview
+"""The type of a page view: a memoryview of exactly ``page_size`` bytes into the mapping."""
+
+_KIND_PAGE = 0
+_KIND_PROTECTED = 1
+
+
+def _check_index(index: object) -> int:
+    if type(index) is not int:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"a page index must be an int, not {type(index).__name__}")
+        index = int(index)
+    if index < 0 or index >= 1 << 64:
+        raise ValueError(f"page index {index} is outside 0 .. 2**64-1")
+    return index
+
+
+def _check_page_size(page_size: object) -> int:
+    if not valid_page_size(page_size):
+        raise InvalidPageSize(
+            f"page size {page_size!r} is not a power of two between 1024 and 2**28"
+        )
+    assert isinstance(page_size, int)
+    return page_size
+
+
+class _Handle(tuple):  # type: ignore[type-arg]
+    __slots__ = ()
+    _KIND = -1
+
+    def __new__(cls, index: int, page_size: int) -> Any:
+        return tuple.__new__(cls, (_check_index(index), _check_page_size(page_size), cls._KIND))
+
+    index: int = property(itemgetter(0))  # type: ignore[assignment]
+    """The page number."""
+    page_size: int = property(itemgetter(1))  # type: ignore[assignment]
+    """The page size this handle belongs to."""
+
+    def __int__(self) -> int:
+        return self[0]  # type: ignore[no-any-return]
+
+    __index__ = __int__
+
+    def __getnewargs__(self) -> tuple[int, int]:
+        return (self[0], self[1])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self[0]}, page_size={self[1]})"
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: object) -> Any:
+        return self
+
+
+class PageId(_Handle):
+    """A regular data page: ``PageId(index, page_size)``."""
+
+    __slots__ = ()
+    _KIND = _KIND_PAGE
+
+    def get(self, allocator: Pager) -> memoryview:
+        """Read-only view of this page in ``allocator`` (a Pager or ReadOnlyPager)."""
+        return allocator.get_page(self)
+
+    def get_mut(self, allocator: Pager) -> memoryview:
+        """Writable view of this page in ``allocator``."""
+        return allocator.get_page_mut(self)
+
+
+def new_page_id(index: int, page_size: int, _new: Any = tuple.__new__) -> PageId:
+    """Make a PageId without validation, for indices that come from a core."""
+    return _new(PageId, (index, page_size, _KIND_PAGE))  # type: ignore[no-any-return]
