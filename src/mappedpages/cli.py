@@ -66,6 +66,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run
+
+    print(run(args.dir, quick=not args.full))
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mappedpages", description="Inspect, verify and benchmark mappedpages files."
@@ -78,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="verify every checksum and invariant (exit 0 if sound)")
     check.add_argument("file")
     check.set_defaults(run=_cmd_check)
+    bench = sub.add_parser("bench", help="time the C core against the pure-Python core")
+    bench.add_argument("--dir", help="directory for the temporary file (default: $TMPDIR)")
+    bench.add_argument("--full", action="store_true", help="more iterations (slower, steadier)")
+    bench.set_defaults(run=_cmd_bench, file=None)
     return parser
 
 
