@@ -14,6 +14,8 @@ import mappedpages as mp
 from helpers import check_ok
 from mappedpages import _backend
 
+pytest.importorskip("mappedpages._core_c", reason="the C core is not built")
+
 
 @contextmanager
 def using(name: str) -> Iterator[None]:
