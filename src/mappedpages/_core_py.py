@@ -5,12 +5,13 @@ See _core_api.py for the interface and docs/FORMAT.md for every byte written her
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
 import struct
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from . import format as fmt
 from .errors import (
@@ -57,7 +58,7 @@ class PyCore:
         self._writable = writable
         self._sync = sync
         self._prealloc = prealloc
-        self._hook: Optional[Callable[[str], None]] = None
+        self._hook: Callable[[str], None] | None = None
         self._closed = False
         self._poisoned = False
         self._in_batch = False
@@ -85,7 +86,8 @@ class PyCore:
         if size < 3 * ps:
             raise CorruptSuperblock("file is shorter than its three reserved pages")
         self.geometry = geo = fmt.Geometry(ps)
-        self._ps, self._m = ps, geo.block
+        self._ps: int = ps
+        self._m = geo.block
         metas = [os.pread(self._fd, geo.block, p * ps) for p in (1, 2)]
         gens = [self._block_gen(metas[i], 1 + i, fmt.META_MAGIC) for i in (0, 1)]
         smagic, active, sgen, mcrc = fmt.SELECTOR.unpack_from(head, fmt.SELECTOR_OFFSET)
@@ -108,7 +110,9 @@ class PyCore:
             raise CorruptMetadata(f"metadata page count {n} does not fit the file")
         if geo.fix_end(n) != n:
             raise CorruptMetadata(f"page count {n} cuts a bitmap group")
-        self._active, self._gen, self._n = chosen, gens[chosen], n
+        self._active: int = chosen
+        self._gen: int = gens[chosen]
+        self._n: int = n
         self._map()
         self._bits = bytearray(self._bitmap_bytes(n))
         self._cur: list[int] = [chosen]
@@ -139,7 +143,7 @@ class PyCore:
             s = geo.group_start(k)
             if not (self._get(s) and self._get(s + 1)):
                 raise CorruptMetadata(f"bitmap group {k}: its copy pages are not marked in use")
-        self._free = free
+        self._free: int = free
         self._hint = 0
 
     def _block_gen(self, data: bytes, page: int, magic: bytes) -> int:
@@ -462,7 +466,7 @@ class PyCore:
         view = memoryview(self._mm)
         return view if self._writable else view.toreadonly()
 
-    def flush(self, pages: Optional[Sequence[int]] = None) -> None:
+    def flush(self, pages: Sequence[int] | None = None) -> None:
         self._live()
         if self._hook is not None:
             self._hook("flush")
@@ -478,7 +482,7 @@ class PyCore:
             hi = (page + 1) * self._ps
             self._mm.flush(lo, max(hi - lo, _OS_PAGE))
 
-    def set_barrier_hook(self, hook: Optional[Callable[[str], None]]) -> None:
+    def set_barrier_hook(self, hook: Callable[[str], None] | None) -> None:
         self._hook = hook
 
     def close(self) -> None:
@@ -493,10 +497,8 @@ class PyCore:
                 os.fdatasync(self._fd)
         finally:
             self._closed = True
-            try:
+            with contextlib.suppress(BufferError):  # views still use it: it lives until they go
                 self._mm.close()
-            except BufferError:
-                pass  # views still use it: the mapping lives until they go
 
 
 def open_core(fd: int, page_size: int, *, writable: bool, sync: bool, preallocate: bool) -> PyCore:

@@ -94,6 +94,18 @@ class Pager:
         "_version",
     )
 
+    _core: Any  # a Core, or a _DeadCore once the pager is unusable
+    _fd: int
+    _path: str
+    _ps: int
+    _c0: int
+    _c: int
+    _rw: memoryview
+    _ro: memoryview
+    _version: int
+    _batch_depth: int
+    _batch_doomed: bool
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("use Pager.create(path, ...) or Pager.open(path, ...)")
 
@@ -188,11 +200,11 @@ class Pager:
     @property
     def page_count(self) -> int:
         """Pages in the file's allocation state, reserved pages 0-2 included."""
-        return self._core.page_count
+        return int(self._core.page_count)
 
     @property
     def free_page_count(self) -> int:
-        return self._core.free_count
+        return int(self._core.free_count)
 
     @property
     def path(self) -> str:
@@ -228,7 +240,7 @@ class Pager:
     def free_bulk(self, ids: Iterable[PageId]) -> None:
         """Free every id in one commit; one bad id (or a duplicate) frees nothing."""
         ps = self._ps
-        indices = []
+        indices: list[int] = []
         for pid in ids:
             if type(pid) is not PageId or pid[1] != ps:
                 raise _wrong_handle(pid, PageId)
