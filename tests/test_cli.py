@@ -50,7 +50,8 @@ def test_missing_and_foreign_files(tmp_path: object) -> None:
     missing = os.path.join(str(tmp_path), "nope.mp")
     out = _cli("check", missing)
     assert out.returncode == 2
-    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "No such file" in out.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in out.stderr
     foreign = os.path.join(str(tmp_path), "foreign.txt")
     with open(foreign, "w") as f:
         f.write("not a page file\n" * 200)
