@@ -13,12 +13,8 @@ from mappedpages import _backend
 
 @pytest.fixture(params=["c", "python"])
 def core(request: pytest.FixtureRequest) -> Iterator[str]:
-    previous = _backend.CORE
-    _backend.use(request.param)
-    try:
+    with _backend.using(request.param):
         yield request.param
-    finally:
-        _backend.CORE = previous
 
 
 @pytest.fixture

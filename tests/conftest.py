@@ -19,12 +19,8 @@ CORES = _backend.available()
 @pytest.fixture(params=CORES)
 def core(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run the test on the C core and on the pure-Python core."""
-    previous = _backend.CORE
-    _backend.use(request.param)
-    try:
+    with _backend.using(request.param):
         yield request.param
-    finally:
-        _backend.CORE = previous
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,16 +13,6 @@ from helpers import check_ok
 from mappedpages import _backend
 
 pytest.importorskip("mappedpages._core_c", reason="the C core is not built")
-
-
-@contextmanager
-def using(name: str) -> Iterator[None]:
-    previous = _backend.CORE
-    _backend.use(name)
-    try:
-        yield
-    finally:
-        _backend.CORE = previous
 
 
 def _workload(path: str, seed: int) -> list[mp.PageId]:
@@ -58,7 +46,7 @@ def test_identical_bytes(tmp_path: Path) -> None:
     images = {}
     for name in ("c", "python"):
         path = os.fspath(tmp_path / f"{name}.mp")
-        with using(name):
+        with _backend.using(name):
             live = _workload(path, seed=7)
         with open(path, "rb") as f:
             images[name] = (f.read(), live)
@@ -69,16 +57,16 @@ def test_identical_bytes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("writer", "reader"), [("c", "python"), ("python", "c")])
 def test_written_by_one_opened_by_other(tmp_path: Path, writer: str, reader: str) -> None:
     path = os.fspath(tmp_path / "x.mp")
-    with using(writer):
+    with _backend.using(writer):
         live = _workload(path, seed=11)
     check_ok(path)
-    with using(reader):
+    with _backend.using(reader):
         with mp.Pager.open(path, sync=False) as p:
             assert list(p.iter_allocated_pages()) == live
             extra = p.alloc_bulk(10)
             p.free(live[0])
         expected = sorted(live[1:] + extra)
-    with using(writer), mp.Pager.open(path) as p:
+    with _backend.using(writer), mp.Pager.open(path) as p:
         assert list(p.iter_allocated_pages()) == expected
     check_ok(path)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
 from ._core_api import CoreModule
 
-__all__ = ["CORE", "available", "use"]
+__all__ = ["CORE", "available", "use", "using"]
 
 _MODULES = {"c": "mappedpages._core_c", "python": "mappedpages._core_py"}
 
@@ -62,3 +64,14 @@ def use(name: str) -> CoreModule:
         raise ValueError(f"unknown core {name!r}; expected 'c' or 'python'")
     CORE = _load(name)
     return CORE
+
+
+@contextmanager
+def using(name: str) -> Iterator[CoreModule]:
+    """Make ``name`` the core inside the block, and restore the previous one after it."""
+    global CORE
+    previous = CORE
+    try:
+        yield use(name)
+    finally:
+        CORE = previous

@@ -12,8 +12,6 @@ import mmap
 import os
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,16 +35,6 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
-
-
-@contextmanager
-def _core(name: str) -> Iterator[None]:
-    previous = _backend.CORE
-    _backend.use(name)
-    try:
-        yield
-    finally:
-        _backend.CORE = previous
 
 
 def msync_floor(directory: str, rounds: int = 50) -> float:
@@ -135,7 +123,7 @@ def _measure(directory: str, quick: bool) -> list[Row]:
         def record(op: str, unit: str, seconds: float, durable: bool, core: str = core) -> None:
             rows.setdefault(op, Row(op, unit, {}, durable)).per_core[core] = seconds
 
-        with _core(core), tempfile.TemporaryDirectory(dir=directory) as tmp:
+        with _backend.using(core), tempfile.TemporaryDirectory(dir=directory) as tmp:
             _measure_core(core, tmp, quick, record)
     return list(rows.values())
 

@@ -35,7 +35,7 @@ def _check_index(index: object) -> int:
     return index
 
 
-def _check_page_size(page_size: object) -> int:
+def check_page_size(page_size: object) -> int:
     if not valid_page_size(page_size):
         raise InvalidPageSize(
             f"page size {page_size!r} is not a power of two between 1024 and 2**28"
@@ -49,7 +49,7 @@ class _Handle(tuple):  # type: ignore[type-arg]
     _KIND = -1
 
     def __new__(cls, index: int, page_size: int) -> Any:
-        return tuple.__new__(cls, (_check_index(index), _check_page_size(page_size), cls._KIND))
+        return tuple.__new__(cls, (_check_index(index), check_page_size(page_size), cls._KIND))
 
     index: int = property(itemgetter(0))  # type: ignore[assignment]
     """The page number."""

@@ -16,9 +16,8 @@ from typing import Any, NoReturn, Union
 
 from . import _backend
 from ._files import create_locked, open_locked
-from .errors import InvalidPageSize, OutOfBounds, PageSizeMismatch, ReservedPage, Unavailable
-from .format import valid_page_size
-from .handles import PageId, new_page_id
+from .errors import OutOfBounds, PageSizeMismatch, ReservedPage, Unavailable
+from .handles import PageId, check_page_size, new_page_id
 
 __all__ = ["AllocatedPageIter", "Pager"]
 
@@ -57,15 +56,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _check_page_size_arg(page_size: object) -> int:
-    if not valid_page_size(page_size):
-        raise InvalidPageSize(
-            f"page size {page_size!r} is not a power of two between 1024 and 2**28"
-        )
-    assert isinstance(page_size, int)
-    return page_size
 
 
 def _wrong_handle(handle: object, expected: type) -> Exception:
@@ -116,7 +106,7 @@ class Pager:
         cls, path: StrPath, page_size: int = 4096, *, sync: bool = True, preallocate: bool = True
     ) -> Pager:
         """Create a new file (``FileExistsError`` if ``path`` exists) and open it."""
-        page_size = _check_page_size_arg(page_size)
+        page_size = check_page_size(page_size)
         spath = os.fspath(path)
         fd = create_locked(spath, page_size, _backend.CORE.crc32c)
         return cls._attach(fd, spath, page_size, sync, preallocate)
@@ -131,7 +121,7 @@ class Pager:
         preallocate: bool = True,
     ) -> Pager:
         """Open an existing file; ``page_size`` None takes it from the file."""
-        wanted = 0 if page_size is None else _check_page_size_arg(page_size)
+        wanted = 0 if page_size is None else check_page_size(page_size)
         spath = os.fspath(path)
         fd = open_locked(spath)
         return cls._attach(fd, spath, wanted, sync, preallocate)
