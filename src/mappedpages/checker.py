@@ -63,6 +63,7 @@ class Report:
     groups: int = 0
     leftover_copies: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # recoverable states, not problems
 
     @property
     def ok(self) -> bool:
@@ -148,7 +149,8 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
         else:
             r.problems.append("the selector names a metadata copy that does not match it")
     else:
-        r.problems.append("the superblock selector record is damaged")
+        # a power cut during the selector write: the format falls back by design
+        r.notes.append("selector record torn; the newest valid metadata copy is used")
     if chosen < 0:
         valid = [i for i in (0, 1) if blocks[i].valid]
         if not valid:

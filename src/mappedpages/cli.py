@@ -59,6 +59,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             f"{args.file}: OK (generation {r.generation}, {r.page_count} pages, "
             f"{r.free_count} free, {r.groups} bitmap groups)"
         )
+        for note in r.notes:
+            print(f"  note: {note}")
         return EXIT_OK
     print(f"{args.file}: {len(r.problems)} problem(s)")
     for problem in r.problems:
