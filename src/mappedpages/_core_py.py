@@ -133,7 +133,7 @@ class PyCore:
             self._cur.append(best)
             self._put_bits(k, self._block(start + best)[fmt.GROUP_BITMAP_OFFSET :])
         self._trim()
-        used = int.from_bytes(self._bits, "little").bit_count()
+        used = fmt.popcount(int.from_bytes(self._bits, "little"))
         if n - used != free:
             raise CorruptMetadata(f"free count {free} disagrees with the bitmap ({n - used})")
         for page in (0, 1, 2):

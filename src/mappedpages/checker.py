@@ -29,6 +29,7 @@ from .format import (
     SELECTOR_MAGIC,
     SELECTOR_OFFSET,
     Geometry,
+    popcount,
     valid_page_size,
 )
 
@@ -200,7 +201,7 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
         inside = value & ((1 << n) - 1)
         if value >> n:
             r.problems.append(f"bitmap group {k}: bits set beyond the page count")
-        used += inside.bit_count() if hasattr(int, "bit_count") else bin(inside).count("1")
+        used += popcount(inside)
         if k == 0:
             if inside & 0b111 != 0b111:
                 r.problems.append("reserved pages 0-2 are not marked in use")

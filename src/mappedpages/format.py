@@ -43,6 +43,14 @@ META_BITMAP_OFFSET = 128
 GROUP_BITMAP_OFFSET = 32
 
 
+def popcount(value: int) -> int:
+    """Number of set bits (``int.bit_count`` where Python has it, 3.10+)."""
+    return value.bit_count() if _HAS_BIT_COUNT else bin(value).count("1")
+
+
+_HAS_BIT_COUNT = hasattr(int, "bit_count")
+
+
 def valid_page_size(page_size: object) -> bool:
     """True for a power of two in [MIN_PAGE_SIZE, MAX_PAGE_SIZE]."""
     return (
