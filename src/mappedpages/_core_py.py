@@ -118,6 +118,7 @@ class PyCore:
         self._cur: list[int] = [chosen]
         self._dirty: set[int] = set()
         self._stale: set[int] = set()
+        self._new: set[int] = set()  # groups made by growth since the last commit
         self._put_bits(0, meta[fmt.META_BITMAP_OFFSET :])
         for k in range(1, geo.group_count(n)):
             start = geo.group_start(k)
@@ -270,6 +271,7 @@ class PyCore:
         for k in range(geo.group_count(old), geo.group_count(new)):
             s = geo.group_start(k)
             self._cur.append(1)  # so that the first write goes to copy 0
+            self._new.add(k)
             self._take(s)
             self._take(s + 1)
         self._map()
@@ -357,6 +359,7 @@ class PyCore:
                 self._put_bits(k, self._block(s)[fmt.GROUP_BITMAP_OFFSET :])
         self._trim()
         self._dirty.clear()
+        self._new.clear()
         self._hint = 0
 
     def commit(self) -> None:
@@ -393,7 +396,7 @@ class PyCore:
             for k in sorted(groups - {0}):
                 s = geo.group_start(k)
                 target = s + 1 - self._cur[k]
-                if self._cur[k] == 1 and target == s:  # a group made by growth: clear copy 1
+                if k in self._new:  # copy 1 of a new group may hold bytes of an older attempt
                     off = (s + 1) * self._ps
                     self._mm[off : off + 32] = bytes(32)
                 self._write_block(target, fmt.GROUP_MAGIC, self._group_body(k, 32))
@@ -419,6 +422,7 @@ class PyCore:
             self._cur[k] = 1 - self._cur[k]
         self._dirty.clear()
         self._stale.clear()
+        self._new.clear()
         self._grew = False
 
     def _barrier(self, kind: str, pages: list[int]) -> None:
