@@ -12,8 +12,6 @@ import mappedpages as mp
 from helpers import check_ok
 from mappedpages import _backend
 
-pytest.importorskip("mappedpages._core_c", reason="the C core is not built")
-
 
 def _workload(path: str, seed: int) -> list[mp.PageId]:
     """A deterministic mix of every mutating call, crossing bitmap groups."""

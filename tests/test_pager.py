@@ -191,7 +191,8 @@ def test_views_survive_growth(pager: mp.Pager) -> None:
 
 
 def test_numpy_zero_copy(pager: mp.Pager) -> None:
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     pid = pager.alloc()
     arr = np.frombuffer(pager.get_page_mut(pid), dtype=np.uint32)
     arr[:] = np.arange(256, dtype=np.uint32)

@@ -10,9 +10,6 @@ import textwrap
 import pytest
 
 import mappedpages as mp
-from mappedpages import _backend
-
-needs_c = pytest.mark.skipif("c" not in _backend.available(), reason="the C core is not built")
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -91,7 +88,7 @@ def test_forked_child_gets_unavailable(core: str, path: str) -> None:
         assert list(again.iter_allocated_pages()) == [keep, second]
 
 
-@pytest.mark.parametrize("name", [pytest.param("c", marks=needs_c), "python"])
+@pytest.mark.parametrize("name", ["c", "python"])
 def test_core_selection_by_environment(name: str) -> None:
     out = _run("import mappedpages as mp; print(mp.core)", MAPPEDPAGES_CORE=name)
     assert out.stdout.strip() == name, out.stderr
@@ -102,7 +99,6 @@ def test_bad_core_name_is_an_error() -> None:
     assert out.returncode != 0 and "MAPPEDPAGES_CORE" in out.stderr
 
 
-@needs_c
 def test_default_core_is_c() -> None:
     env = {k: v for k, v in os.environ.items() if k != "MAPPEDPAGES_CORE"}
     out = subprocess.run(

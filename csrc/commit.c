@@ -1,0 +1,126 @@
+/* The commit sequence (docs/FORMAT.md, "Commit"), in the order that keeps the last committed
+ * state intact until the selector flips:
+ *   1. write each dirty bitmap group to its non-current copy, and the metadata to the
+ *      inactive copy (nothing the committed state uses is touched);
+ *   2. barrier: make those writes durable (fdatasync when the file grew, so that its new
+ *      length is durable too; else msync of the span written);
+ *   3. flip: write the selector record (one 512-byte sector) naming the new metadata copy;
+ *   4. barrier: msync the selector's page;
+ *   5. adopt the new state in memory.
+ * A failure anywhere poisons the core: the file still holds a consistent state, but this
+ * process can no longer tell which one. */
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "crc32c.h"
+
+/* Write a block (header, body from the bitmap) at `page`, as generation gen + 1. */
+static void write_block(mp_core *c, uint64_t page, const char *magic, uint64_t k) {
+    const uint32_t m = c->geo.block;
+    unsigned char *b = c->map + page * c->geo.page_size;
+    memcpy(b, magic, 4);
+    mp_put64(b + 8, c->gen + 1);
+    mp_put64(b + 16, page);
+    mp_put64(b + 24, 0);
+    unsigned offset = MP_GROUP_BITMAP_OFFSET;
+    if (k == 0) {
+        offset = MP_META_BITMAP_OFFSET;
+        memset(b + 32, 0, MP_META_BITMAP_OFFSET - 32);
+        mp_put64(b + MP_META_FIELDS_OFFSET, c->n);
+        mp_put64(b + MP_META_FIELDS_OFFSET + 8, c->free);
+    }
+    mp_bitmap_store(&c->bits, mp_group_start(&c->geo, k), b + offset, m - offset);
+    mp_put32(b + 4, mp_crc32c(0, b + 8, m - 8));
+    if (page < c->lo_page) c->lo_page = page;
+    if (page > c->hi_page) c->hi_page = page;
+}
+
+int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi) {
+    uint64_t os = (uint64_t)sysconf(_SC_PAGESIZE);
+    lo = lo / os * os;
+    hi = (hi + os - 1) / os * os;
+    if (hi > c->map_len) hi = c->map_len;
+    if (hi <= lo) return 0;
+    if (msync(c->map + lo, (size_t)(hi - lo), MS_SYNC) != 0) return mp__fail_os(c, errno, "msync");
+    return 0;
+}
+
+static int write_step(mp_core *c) {
+    if (!c->ntouched && !c->grew) return 0;
+    const uint64_t ps = c->geo.page_size;
+    c->lo_page = UINT64_MAX;
+    c->hi_page = 0;
+    for (uint64_t i = 0; i < c->ntouched; i++) {
+        uint64_t k = c->touched[i];
+        if (k == 0) continue;
+        uint64_t s = mp_group_start(&c->geo, k);
+        unsigned flags = c->gflags[k];
+        if (flags & G_NEW) { /* copy 1 of a new group may hold bytes of an older attempt */
+            memset(c->map + (s + 1) * ps, 0, MP_BLOCK_HEADER_SIZE);
+            if (s + 1 > c->hi_page) c->hi_page = s + 1;
+        }
+        write_block(c, s + 1 - (flags & G_CUR), MP_GROUP_MAGIC, k);
+    }
+    write_block(c, 2 - (uint64_t)c->active, MP_META_MAGIC, 0);
+    return 1;
+}
+
+static int sync1_step(mp_core *c) {
+    if (!c->sync) return 0;
+    if (c->grew) {
+        if (fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
+        c->grew = 0;
+        return 0;
+    }
+    const uint64_t ps = c->geo.page_size;
+    return mp__sync_range(c, c->lo_page * ps, c->hi_page * ps + c->geo.block);
+}
+
+static void flip_step(mp_core *c) {
+    unsigned char *sel = c->map + MP_SELECTOR_OFFSET;
+    const unsigned char *meta = c->map + (2 - (uint64_t)c->active) * c->geo.page_size;
+    memcpy(sel, MP_SELECTOR_MAGIC, 4);
+    mp_put32(sel + 4, (uint32_t)(1 - c->active));
+    mp_put64(sel + 8, c->gen + 1);
+    mp_put32(sel + 16, mp_get32(meta + 4));
+    mp_put32(c->map + MP_SELECTOR_CRC_OFFSET, mp_crc32c(0, sel, 20));
+}
+
+static void done_step(mp_core *c) {
+    c->gen++;
+    c->active = 1 - c->active;
+    for (uint64_t i = 0; i < c->ntouched; i++) {
+        uint64_t k = c->touched[i];
+        unsigned flags = c->gflags[k];
+        if (k) flags ^= G_CUR;
+        c->gflags[k] = (uint8_t)(flags & G_CUR);
+    }
+    c->ntouched = 0;
+    c->grew = 0;
+}
+
+int mp__step(mp_core *c, int step) {
+    int r = 0;
+    switch (step) {
+    case MP_STEP_WRITE: r = write_step(c); break;
+    case MP_STEP_SYNC1: r = sync1_step(c); break;
+    case MP_STEP_FLIP: flip_step(c); break;
+    case MP_STEP_SYNC2: r = c->sync ? mp__sync_range(c, 0, 1) : 0; break;
+    case MP_STEP_DONE: done_step(c); break;
+    default: return mp__fail(c, MP_E_VALUE, "no commit step %d", step);
+    }
+    if (r < 0) c->poisoned = 1;
+    return r;
+}
+
+int mp__commit(mp_core *c) {
+    int r = mp__step(c, MP_STEP_WRITE);
+    if (r <= 0) return r;
+    for (int step = MP_STEP_SYNC1; step <= MP_STEP_DONE; step++) {
+        r = mp__step(c, step);
+        if (r < 0) return r;
+    }
+    return 0;
+}

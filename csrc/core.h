@@ -1,0 +1,58 @@
+/* The core's state and the functions its source files share (not part of the interface). */
+#ifndef MAPPEDPAGES_CORE_H
+#define MAPPEDPAGES_CORE_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "bitmap.h"
+#include "format.h"
+#include "mappedpages.h"
+
+/* per-group flags */
+#define G_CUR 1u    /* the current copy is copy 1 */
+#define G_DIRTY 2u  /* changed since the last commit */
+#define G_STALE 4u  /* a copy with a generation above the committed one: rewrite it */
+#define G_NEW 8u    /* made by growth since the last commit */
+
+struct mp_core {
+    pthread_mutex_t lock;
+    int fd;
+    int open, writable, sync, prealloc, manual;
+    int closed, poisoned, in_batch, grew, pending;
+    mp_geometry geo;
+
+    unsigned char *map; /* the whole file's first map_len bytes */
+    uint64_t map_len;
+    int map_exported; /* the caller unmaps it */
+    uint64_t map_epoch;
+
+    uint64_t n;        /* page count of the current state */
+    uint64_t free;     /* free data pages of the current state */
+    uint64_t gen;      /* generation of the last commit */
+    int active;        /* metadata copy of the last commit */
+
+    mp_bitmap bits;
+    uint8_t *gflags;      /* per group: G_* */
+    uint64_t gcap;        /* groups gflags has room for */
+    uint64_t *touched;    /* groups with G_DIRTY or G_STALE, each once */
+    uint64_t ntouched, tcap;
+
+    /* a commit in progress */
+    uint64_t lo_page, hi_page;
+
+    int err;
+    char msg[200];
+};
+
+int mp__fail(mp_core *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int mp__fail_os(mp_core *c, int err, const char *what);
+
+int mp__touch(mp_core *c, uint64_t k, unsigned flag);
+int mp__group_room(mp_core *c, uint64_t groups);
+int mp__map(mp_core *c, uint64_t len);
+int mp__commit(mp_core *c);
+int mp__step(mp_core *c, int step);
+int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi);
+
+#endif

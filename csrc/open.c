@@ -1,0 +1,273 @@
+/* Opening a file: validation of every structure, choice of the metadata copy and of each
+ * group's copy, and loading the bitmap; also closing, mapping and error reporting. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "crc32c.h"
+
+int mp__fail(mp_core *c, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, sizeof c->msg, fmt, ap);
+    va_end(ap);
+    c->err = 0;
+    return code;
+}
+
+int mp__fail_os(mp_core *c, int err, const char *what) {
+    snprintf(c->msg, sizeof c->msg, "%s: %s", what, strerror(err));
+    c->err = err;
+    return MP_E_OS;
+}
+
+mp_core *mp_new(void) {
+    mp_core *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (pthread_mutex_init(&c->lock, NULL)) {
+        free(c);
+        return NULL;
+    }
+    c->fd = -1;
+    return c;
+}
+
+static void drop_map(mp_core *c) {
+    if (c->map && !c->map_exported) munmap(c->map, (size_t)c->map_len);
+    c->map = NULL;
+    c->map_len = 0;
+    c->map_exported = 0;
+}
+
+void mp_free(mp_core *c) {
+    if (!c) return;
+    drop_map(c);
+    mp_bitmap_release(&c->bits);
+    free(c->gflags);
+    free(c->touched);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+void mp_unmap(char *addr, uint64_t len) {
+    if (addr) munmap(addr, (size_t)len);
+}
+
+int mp__map(mp_core *c, uint64_t len) {
+    if (len > SIZE_MAX) return mp__fail(c, MP_E_NO_MEMORY, "a mapping of %llu bytes does not fit the address space", (unsigned long long)len);
+    int prot = PROT_READ | (c->writable ? PROT_WRITE : 0);
+    /* A mapping holds the open file description it was made from, and the writer's flock
+     * belongs to that description: a view outliving close() would keep the file locked. A
+     * second description of the same file maps the same pages without sharing the lock. */
+    char name[64];
+    snprintf(name, sizeof name, "/proc/self/fd/%d", c->fd);
+    int fd = open(name, (c->writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    void *m = mmap(NULL, (size_t)len, prot, MAP_SHARED, fd >= 0 ? fd : c->fd, 0);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    if (m == MAP_FAILED) return mp__fail_os(c, err, "mmap");
+    drop_map(c);
+    c->map = m;
+    c->map_len = len;
+    c->map_epoch++;
+    return 0;
+}
+
+int mp__group_room(mp_core *c, uint64_t groups) {
+    if (groups <= c->gcap) return 0;
+    uint64_t cap = c->gcap ? c->gcap : 16;
+    while (cap < groups) cap *= 2;
+    uint8_t *f = realloc(c->gflags, (size_t)cap);
+    if (!f) return mp__fail(c, MP_E_NO_MEMORY, "out of memory for %llu bitmap groups", (unsigned long long)groups);
+    memset(f + c->gcap, 0, (size_t)(cap - c->gcap));
+    c->gflags = f;
+    uint64_t *t = realloc(c->touched, (size_t)cap * 8);
+    if (!t) return mp__fail(c, MP_E_NO_MEMORY, "out of memory for %llu bitmap groups", (unsigned long long)groups);
+    c->touched = t;
+    c->gcap = c->tcap = cap;
+    return 0;
+}
+
+int mp__touch(mp_core *c, uint64_t k, unsigned flag) {
+    if (!(c->gflags[k] & (G_DIRTY | G_STALE))) c->touched[c->ntouched++] = k;
+    c->gflags[k] |= (uint8_t)flag;
+    return 0;
+}
+
+/* Generation of a valid block at `page` of the mapping or of `data`, 0 for an invalid one. */
+static uint64_t block_gen(const mp_core *c, const unsigned char *b, uint64_t page, const char *magic) {
+    if (memcmp(b, magic, 4) != 0) return 0;
+    if (mp_get64(b + 16) != page || mp_get64(b + 24) != 0) return 0;
+    if (mp_get32(b + 4) != mp_crc32c(0, b + 8, c->geo.block - 8)) return 0;
+    return mp_get64(b + 8);
+}
+
+static int read_at(mp_core *c, unsigned char *buf, size_t len, uint64_t off) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(c->fd, buf + done, len - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return mp__fail_os(c, errno, "pread");
+        if (r == 0) return mp__fail(c, MP_E_CORRUPT_SUPERBLOCK, "file ends inside its header");
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+/* Bits of group k: first page and number of bytes, and where they sit in the group's block. */
+static void group_span(const mp_core *c, uint64_t k, uint64_t *first, uint64_t *bytes, unsigned *offset) {
+    *first = mp_group_start(&c->geo, k);
+    *bytes = (k == 0 ? c->geo.c0 : c->geo.c) / 8;
+    *offset = k == 0 ? MP_META_BITMAP_OFFSET : MP_GROUP_BITMAP_OFFSET;
+}
+
+static int load(mp_core *c, uint32_t wanted) {
+    struct stat st;
+    if (fstat(c->fd, &st) != 0) return mp__fail_os(c, errno, "fstat");
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < 1024) return mp__fail(c, MP_E_CORRUPT_SUPERBLOCK, "not a mappedpages file: shorter than a superblock");
+    unsigned char head[1024];
+    int r = read_at(c, head, sizeof head, 0);
+    if (r) return r;
+    if (memcmp(head, MP_MAGIC, 8) != 0) return mp__fail(c, MP_E_CORRUPT_SUPERBLOCK, "not a mappedpages file: bad magic");
+    if (mp_get32(head + MP_IDENTITY_CRC_OFFSET) != mp_crc32c(0, head, MP_IDENTITY_CRC_OFFSET))
+        return mp__fail(c, MP_E_CORRUPT_SUPERBLOCK, "superblock identity checksum mismatch");
+    uint32_t version = mp_get32(head + 8), ps = mp_get32(head + 12);
+    if (version != MP_FORMAT_VERSION) return mp__fail(c, MP_E_CORRUPT_SUPERBLOCK, "format version %u is not supported", version);
+    if (!mp_valid_page_size(ps)) return mp__fail(c, MP_E_CORRUPT_SUPERBLOCK, "superblock page size %u is invalid", ps);
+    if (wanted && wanted != ps) return mp__fail(c, MP_E_PAGE_SIZE, "the file's page size is %u, not %u", ps, wanted);
+    if (size / ps < 3) return mp__fail(c, MP_E_CORRUPT_SUPERBLOCK, "file is shorter than its three reserved pages");
+    c->geo = mp_geometry_of(ps);
+    const uint32_t m = c->geo.block;
+
+    unsigned char *metas = malloc(2 * (size_t)m);
+    if (!metas) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
+    uint64_t gens[2];
+    for (int i = 0; i < 2; i++) {
+        r = read_at(c, metas + (size_t)i * m, m, (uint64_t)(1 + i) * ps);
+        if (r) goto out;
+        gens[i] = block_gen(c, metas + (size_t)i * m, 1 + (uint64_t)i, MP_META_MAGIC);
+    }
+    const unsigned char *sel = head + MP_SELECTOR_OFFSET;
+    uint32_t active = mp_get32(sel + 4);
+    int chosen = -1;
+    if (memcmp(sel, MP_SELECTOR_MAGIC, 4) == 0 &&
+        mp_get32(head + MP_SELECTOR_CRC_OFFSET) == mp_crc32c(0, sel, 20) && active < 2 &&
+        gens[active] == mp_get64(sel + 8) && mp_get32(metas + (size_t)active * m + 4) == mp_get32(sel + 16))
+        chosen = (int)active;
+    if (chosen < 0) {
+        if (!gens[0] && !gens[1]) {
+            r = mp__fail(c, MP_E_CORRUPT_METADATA, "neither metadata copy is valid");
+            goto out;
+        }
+        chosen = gens[0] >= gens[1] ? 0 : 1;
+    }
+    const unsigned char *meta = metas + (size_t)chosen * m;
+    uint64_t n = mp_get64(meta + MP_META_FIELDS_OFFSET);
+    uint64_t free_count = mp_get64(meta + MP_META_FIELDS_OFFSET + 8);
+    if (n < 3 || n > size / ps) {
+        r = mp__fail(c, MP_E_CORRUPT_METADATA, "metadata page count %llu does not fit the file", (unsigned long long)n);
+        goto out;
+    }
+    if (mp_fix_end(&c->geo, n) != n) {
+        r = mp__fail(c, MP_E_CORRUPT_METADATA, "page count %llu cuts a bitmap group", (unsigned long long)n);
+        goto out;
+    }
+    c->active = chosen;
+    c->gen = gens[chosen];
+    c->n = n;
+    r = mp__map(c, n * ps);
+    if (r) goto out;
+    uint64_t groups = mp_group_count(&c->geo, n);
+    r = mp__group_room(c, groups);
+    if (r) goto out;
+    uint64_t first, bytes;
+    unsigned offset;
+    group_span(c, groups - 1, &first, &bytes, &offset);
+    if (mp_bitmap_resize(&c->bits, first + bytes * 8)) {
+        r = mp__fail(c, MP_E_NO_MEMORY, "out of memory for the bitmap of %llu pages", (unsigned long long)n);
+        goto out;
+    }
+    mp_bitmap_load(&c->bits, 0, meta + MP_META_BITMAP_OFFSET, m - MP_META_BITMAP_OFFSET);
+    for (uint64_t k = 1; k < groups; k++) {
+        uint64_t s = mp_group_start(&c->geo, k);
+        int best = -1;
+        uint64_t best_gen = 0;
+        for (int i = 0; i < 2; i++) {
+            uint64_t g = block_gen(c, c->map + (s + (uint64_t)i) * ps, s + (uint64_t)i, MP_GROUP_MAGIC);
+            if (g > c->gen)
+                mp__touch(c, k, G_STALE);
+            else if (g > best_gen) {
+                best = i;
+                best_gen = g;
+            }
+        }
+        if (best < 0) {
+            r = mp__fail(c, MP_E_CORRUPT_METADATA, "bitmap group %llu has no valid copy", (unsigned long long)k);
+            goto out;
+        }
+        if (best) c->gflags[k] |= G_CUR;
+        group_span(c, k, &first, &bytes, &offset);
+        mp_bitmap_load(&c->bits, first, c->map + (s + (uint64_t)best) * ps + offset, bytes);
+    }
+    mp_bitmap_trim(&c->bits, n);
+    mp_bitmap_summarise(&c->bits);
+    uint64_t used = mp_bitmap_popcount(&c->bits);
+    if (n - used != free_count) {
+        r = mp__fail(c, MP_E_CORRUPT_METADATA, "free count %llu disagrees with the bitmap (%llu)",
+                     (unsigned long long)free_count, (unsigned long long)(n - used));
+        goto out;
+    }
+    for (uint64_t p = 0; p < 3; p++)
+        if (!mp_bitmap_get(&c->bits, p)) {
+            r = mp__fail(c, MP_E_CORRUPT_METADATA, "reserved pages 0-2 are not marked in use");
+            goto out;
+        }
+    for (uint64_t k = 1; k < groups; k++) {
+        uint64_t s = mp_group_start(&c->geo, k);
+        if (!mp_bitmap_get(&c->bits, s) || !mp_bitmap_get(&c->bits, s + 1)) {
+            r = mp__fail(c, MP_E_CORRUPT_METADATA, "bitmap group %llu: its copy pages are not marked in use", (unsigned long long)k);
+            goto out;
+        }
+    }
+    c->free = free_count;
+    r = 0;
+out:
+    free(metas);
+    return r;
+}
+
+int mp_open(mp_core *c, int fd, uint32_t page_size, int flags) {
+    if (c->open || c->closed) return mp__fail(c, MP_E_VALUE, "this core was already opened");
+    if (page_size && !mp_valid_page_size(page_size))
+        return mp__fail(c, MP_E_PAGE_SIZE, "page size %u is not a power of two between 1024 and 2**28", page_size);
+    c->fd = fd;
+    c->writable = !!(flags & MP_WRITABLE);
+    c->sync = !!(flags & MP_SYNC);
+    c->prealloc = !!(flags & MP_PREALLOCATE);
+    int r = load(c, page_size);
+    if (r) {
+        c->closed = 1;
+        drop_map(c);
+        return r;
+    }
+    c->open = 1;
+    return 0;
+}
+
+/* Accessors take no lock: each reads one field, and a torn read is impossible for them. */
+const char *mp_message(const mp_core *c) { return c->msg; }
+int mp_errno(const mp_core *c) { return c->err; }
+uint32_t mp_page_size(const mp_core *c) { return c->geo.page_size; }
+uint64_t mp_page_count(const mp_core *c) { return c->n; }
+uint64_t mp_free_count(const mp_core *c) { return c->free; }
+uint64_t mp_generation(const mp_core *c) { return c->gen; }
+int mp_active(const mp_core *c) { return c->active; }
+uint64_t mp_map_epoch(const mp_core *c) { return c->map_epoch; }

@@ -1,0 +1,104 @@
+"""Properties of the C core that the shared Pager tests cannot see."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from mappedpages import _core_c, _core_py
+from mappedpages import format as fmt
+from mappedpages._mappedpages_c import lib
+
+FORMAT_H = Path(__file__).resolve().parent.parent / "csrc" / "format.h"
+
+
+@pytest.fixture
+def table_path() -> object:
+    """Force the table implementation for the test, then restore the best one."""
+    lib.mp_crc32c_select(0)
+    yield
+    lib.mp_crc32c_select(-1)
+
+
+def _samples() -> list[bytes]:
+    rng = random.Random(7)
+    sizes = [*range(0, 40), 255, 256, 767, 768, 769, 4096, 24575, 24576, 24577, 70001, 1 << 20]
+    return [rng.randbytes(n) for n in sizes]
+
+
+def test_crc_implementations_agree() -> None:
+    best = [_core_c.crc32c(s) for s in _samples()]
+    lib.mp_crc32c_select(0)
+    try:
+        table = [_core_c.crc32c(s) for s in _samples()]
+    finally:
+        lib.mp_crc32c_select(-1)
+    assert best == table
+    # and both agree with the independent pure-Python table code on the smaller samples
+    assert [_core_py.crc32c(s) for s in _samples()[:45]] == best[:45]
+
+
+def test_crc_at_every_alignment_and_split() -> None:
+    data = random.Random(3).randbytes(30000)
+    mv = memoryview(data)
+    for offset in range(9):  # the hardware path steps bytewise up to 8-byte alignment
+        assert _core_c.crc32c(mv[offset : offset + 4000]) == _core_py.crc32c(data[offset:][:4000])
+    whole = _core_py.crc32c(data[5:29000])
+    for cut in (0, 1, 7, 8, 9, 1000, 28994, 28995):
+        first = _core_c.crc32c(mv[5 : 5 + cut])
+        assert _core_c.crc32c(mv[5 + cut : 29000], first) == whole
+
+
+def test_crc_known_value() -> None:
+    assert _core_c.crc32c(b"123456789") == 0xE3069283
+    assert lib.mp_crc32c_select(-2) in (0, 1)
+
+
+def test_format_constants_match_the_python_module() -> None:
+    text = FORMAT_H.read_text()
+
+    def define(name: str) -> str:
+        match = re.search(rf"#define MP_{name} (.+)", text)
+        assert match, name
+        return match.group(1).strip()
+
+    def number(name: str) -> int:
+        return int(eval(define(name).replace("u", "").replace("ll", "")))
+
+    assert number("FORMAT_VERSION") == fmt.FORMAT_VERSION
+    assert number("MIN_PAGE_SIZE") == fmt.MIN_PAGE_SIZE
+    assert number("MAX_PAGE_SIZE") == fmt.MAX_PAGE_SIZE
+    assert number("MAX_BLOCK") == fmt.MAX_BLOCK
+    assert number("RESERVED_PAGES") == fmt.RESERVED_PAGES
+    assert number("GROW_MIN_STEP") == fmt.GROW_MIN_STEP
+    assert number("GROW_CAP_BYTES") == fmt.GROW_CAP_BYTES
+    assert number("IDENTITY_CRC_OFFSET") == fmt.IDENTITY_CRC_OFFSET
+    assert number("SELECTOR_OFFSET") == fmt.SELECTOR_OFFSET
+    assert number("SELECTOR_CRC_OFFSET") == fmt.SELECTOR_CRC_OFFSET
+    assert number("BLOCK_HEADER_SIZE") == fmt.BLOCK_HEADER_SIZE
+    assert number("META_FIELDS_OFFSET") == fmt.META_FIELDS_OFFSET
+    assert number("META_BITMAP_OFFSET") == fmt.META_BITMAP_OFFSET
+    assert number("GROUP_BITMAP_OFFSET") == fmt.GROUP_BITMAP_OFFSET
+    for name, value in [
+        ("MAGIC", fmt.MAGIC),
+        ("SELECTOR_MAGIC", fmt.SELECTOR_MAGIC),
+        ("META_MAGIC", fmt.META_MAGIC),
+        ("GROUP_MAGIC", fmt.GROUP_MAGIC),
+    ]:
+        assert define(name) == f'"{value.decode()}"'
+
+
+def test_crc_accepts_what_the_pure_core_accepts() -> None:
+    import array
+
+    arr = array.array("I", range(100))
+    assert _core_c.crc32c(arr) == _core_py.crc32c(arr)
+    strided = memoryview(bytes(range(200)))[::2]
+    assert _core_c.crc32c(strided) == _core_py.crc32c(bytes(strided))
+    with pytest.raises(TypeError):
+        _core_c.crc32c("text")
+    with pytest.raises(TypeError):
+        _core_py.crc32c("text")
