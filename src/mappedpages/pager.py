@@ -50,6 +50,7 @@ def _after_fork_in_child() -> None:
     for pager in list(_live):
         _orphans.append(pager._core)
         pager._core = _FORKED
+        pager._n = 0  # so that the next index check asks the core, and raises
         pager._version += 1
     _live.clear()
 
@@ -77,6 +78,7 @@ class Pager:
         "_c0",
         "_core",
         "_fd",
+        "_n",
         "_path",
         "_ps",
         "_ro",
@@ -90,6 +92,9 @@ class Pager:
     _ps: int
     _c0: int
     _c: int
+    # A page count no larger than the core's: page counts only grow, except on rollback,
+    # which refreshes it. Checking an index against it first keeps get_page off the core.
+    _n: int
     _rw: memoryview
     _ro: memoryview
     _version: int
@@ -142,6 +147,7 @@ class Pager:
         self._ps = core.page_size
         self._c0 = core.geometry.c0
         self._c = core.geometry.c
+        self._n = core.page_count
         self._version = 0
         self._batch_depth = 0
         self._batch_doomed = False
@@ -155,6 +161,7 @@ class Pager:
         if isinstance(core, _DeadCore):
             return
         self._core = _CLOSED
+        self._n = 0  # so that the next index check asks the core, and raises
         self._version += 1
         self._batch_depth = 0
         self._rw = self._ro = memoryview(b"")
@@ -244,8 +251,10 @@ class Pager:
         if type(pid) is not PageId or pid[1] != self._ps:
             raise _wrong_handle(pid, PageId)
         index: int = pid[0]
-        if index >= self._core.page_count:
-            raise OutOfBounds(f"page {index} is beyond the file ({self._core.page_count} pages)")
+        if index >= self._n:
+            self._n = n = self._core.page_count
+            if index >= n:
+                raise OutOfBounds(f"page {index} is beyond the file ({n} pages)")
         c0 = self._c0
         if index < 3 or (index >= c0 and (index - c0) % self._c < 2):
             raise ReservedPage(f"page {index} is internal to the file format")
@@ -311,6 +320,7 @@ class Pager:
             return
         if self._batch_doomed:
             self._core.rollback()
+            self._n = self._core.page_count
             self._version += 1
             if not failed:
                 raise RuntimeError("the batch was rolled back: an inner batch raised")
