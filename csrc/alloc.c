@@ -182,6 +182,29 @@ int mp_begin(mp_core *c) {
     return leave(c, r);
 }
 
+int mp_stage(mp_core *c, const uint64_t *pages, uint64_t n) {
+    ENTER(c);
+    int r = writer(c);
+    for (uint64_t i = 0; !r && i < n; i++) r = check_page(c, pages[i]);
+    if (r) return leave(c, r);
+    for (uint64_t i = 0; i < n; i++) mp__written(c, pages[i] * c->geo.page_size, c->geo.page_size);
+    c->forced = 1;
+    return leave(c, 0);
+}
+
+int mp_set_directory(mp_core *c, uint64_t dir_a, uint64_t dir_b) {
+    ENTER(c);
+    int r = writer(c);
+    if (!r && (dir_a >= c->n || dir_b >= c->n))
+        r = mp__fail(c, MP_E_OUT_OF_BOUNDS, "directory index page beyond the file");
+    if (!r) {
+        c->dir[0] = dir_a;
+        c->dir[1] = dir_b;
+        c->forced = 1;
+    }
+    return leave(c, r);
+}
+
 int mp_commit(mp_core *c) {
     ENTER(c);
     int r = writer(c);
@@ -205,6 +228,11 @@ static int rollback(mp_core *c) {
         c->n = n;
     }
     c->free = mp_get64(meta + MP_META_FIELDS_OFFSET + 8);
+    c->dir[0] = mp_get64(meta + MP_META_FIELDS_OFFSET + 16);
+    c->dir[1] = mp_get64(meta + MP_META_FIELDS_OFFSET + 24);
+    c->forced = 0;
+    c->sync_lo = UINT64_MAX;
+    c->sync_hi = 0;
     uint64_t kept = 0;
     for (uint64_t i = 0; i < c->ntouched; i++) {
         uint64_t k = c->touched[i];
@@ -314,7 +342,7 @@ int mp_set_manual(mp_core *c, int on) {
 int mp_pending(mp_core *c) {
     ENTER(c);
     int r = usable(c);
-    if (!r) r = !c->in_batch && (c->ntouched || c->grew);
+    if (!r) r = !c->in_batch && (c->ntouched || c->grew || c->forced);
     return leave(c, r);
 }
 

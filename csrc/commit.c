@@ -30,11 +30,12 @@ static void write_block(mp_core *c, uint64_t page, const char *magic, uint64_t k
         memset(b + 32, 0, MP_META_BITMAP_OFFSET - 32);
         mp_put64(b + MP_META_FIELDS_OFFSET, c->n);
         mp_put64(b + MP_META_FIELDS_OFFSET + 8, c->free);
+        mp_put64(b + MP_META_FIELDS_OFFSET + 16, c->dir[0]);
+        mp_put64(b + MP_META_FIELDS_OFFSET + 24, c->dir[1]);
     }
     mp_bitmap_store(&c->bits, mp_group_start(&c->geo, k), b + offset, m - offset);
     mp_put32(b + 4, mp_crc32c(0, b + 8, m - 8));
-    if (page < c->lo_page) c->lo_page = page;
-    if (page > c->hi_page) c->hi_page = page;
+    mp__written(c, page * c->geo.page_size, m);
 }
 
 int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi) {
@@ -48,10 +49,8 @@ int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi) {
 }
 
 static int write_step(mp_core *c) {
-    if (!c->ntouched && !c->grew) return 0;
+    if (!c->ntouched && !c->grew && !c->forced) return 0;
     const uint64_t ps = c->geo.page_size;
-    c->lo_page = UINT64_MAX;
-    c->hi_page = 0;
     for (uint64_t i = 0; i < c->ntouched; i++) {
         uint64_t k = c->touched[i];
         if (k == 0) continue;
@@ -59,7 +58,7 @@ static int write_step(mp_core *c) {
         unsigned flags = c->gflags[k];
         if (flags & G_NEW) { /* copy 1 of a new group may hold bytes of an older attempt */
             memset(c->map + (s + 1) * ps, 0, MP_BLOCK_HEADER_SIZE);
-            if (s + 1 > c->hi_page) c->hi_page = s + 1;
+            mp__written(c, (s + 1) * ps, MP_BLOCK_HEADER_SIZE);
         }
         write_block(c, s + 1 - (flags & G_CUR), MP_GROUP_MAGIC, k);
     }
@@ -74,8 +73,7 @@ static int sync1_step(mp_core *c) {
         c->grew = 0;
         return 0;
     }
-    const uint64_t ps = c->geo.page_size;
-    return mp__sync_range(c, c->lo_page * ps, c->hi_page * ps + c->geo.block);
+    return mp__sync_range(c, c->sync_lo, c->sync_hi);
 }
 
 static void flip_step(mp_core *c) {
@@ -99,6 +97,9 @@ static void done_step(mp_core *c) {
     }
     c->ntouched = 0;
     c->grew = 0;
+    c->forced = 0;
+    c->sync_lo = UINT64_MAX;
+    c->sync_hi = 0;
 }
 
 int mp__step(mp_core *c, int step) {

@@ -31,6 +31,8 @@ struct mp_core {
     uint64_t free;     /* free data pages of the current state */
     uint64_t gen;      /* generation of the last commit */
     int active;        /* metadata copy of the last commit */
+    uint64_t dir[2];   /* directory index copies of the current state */
+    int forced;        /* commit even without bitmap changes: pages were staged */
 
     mp_bitmap bits;
     uint8_t *gflags;      /* per group: G_* */
@@ -38,8 +40,8 @@ struct mp_core {
     uint64_t *touched;    /* groups with G_DIRTY or G_STALE, each once */
     uint64_t ntouched, tcap;
 
-    /* a commit in progress */
-    uint64_t lo_page, hi_page;
+    /* a commit in progress; staged pages widen the span before it starts */
+    uint64_t sync_lo, sync_hi; /* bytes [lo, hi) of the mapping written for the commit */
 
     int err;
     char msg[200];
@@ -54,5 +56,10 @@ int mp__map(mp_core *c, uint64_t len);
 int mp__commit(mp_core *c);
 int mp__step(mp_core *c, int step);
 int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi);
+/* Note that bytes [off, off + len) of the mapping must be durable at the first barrier. */
+static inline void mp__written(mp_core *c, uint64_t off, uint64_t len) {
+    if (off < c->sync_lo) c->sync_lo = off;
+    if (off + len > c->sync_hi) c->sync_hi = off + len;
+}
 
 #endif

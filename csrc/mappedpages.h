@@ -61,6 +61,14 @@ int mp_alloc_bulk(mp_core *core, uint64_t *out, uint64_t n);
 int mp_free_page(mp_core *core, uint64_t page);
 int mp_free_bulk(mp_core *core, const uint64_t *pages, uint64_t n);
 int mp_begin(mp_core *core);
+/* Pages the caller wrote into the mapping for the next commit (the protected-page directory
+ * and staged copies): made durable at its first barrier; the commit happens even if no
+ * allocation bit changed. */
+int mp_stage(mp_core *core, const uint64_t *pages, uint64_t n);
+/* The pages of the two copies of the protected-page directory index (0 = none), written into
+ * the metadata by the next commit. */
+int mp_set_directory(mp_core *core, uint64_t dir_a, uint64_t dir_b);
+uint64_t mp_directory(const mp_core *core, int copy);
 int mp_commit(mp_core *core);
 int mp_rollback(mp_core *core);
 

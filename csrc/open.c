@@ -180,8 +180,22 @@ static int load(mp_core *c, uint32_t wanted) {
         r = mp__fail(c, MP_E_CORRUPT_METADATA, "page count %llu cuts a bitmap group", (unsigned long long)n);
         goto out;
     }
+    for (int i = 0; i < 2; i++) {
+        c->dir[i] = mp_get64(meta + MP_META_FIELDS_OFFSET + 16 + 8 * (unsigned)i);
+        if (c->dir[i] >= n || (c->dir[i] && c->dir[i] < MP_RESERVED_PAGES)) {
+            r = mp__fail(c, MP_E_CORRUPT_METADATA, "directory index page %llu is outside the file",
+                         (unsigned long long)c->dir[i]);
+            goto out;
+        }
+    }
+    if ((c->dir[0] == 0) != (c->dir[1] == 0) || (c->dir[0] && c->dir[0] == c->dir[1])) {
+        r = mp__fail(c, MP_E_CORRUPT_METADATA, "the directory index needs two distinct pages");
+        goto out;
+    }
     c->active = chosen;
     c->gen = gens[chosen];
+    c->sync_lo = UINT64_MAX;
+    c->sync_hi = 0;
     c->n = n;
     r = mp__map(c, n * ps);
     if (r) goto out;
@@ -271,3 +285,4 @@ uint64_t mp_free_count(const mp_core *c) { return c->free; }
 uint64_t mp_generation(const mp_core *c) { return c->gen; }
 int mp_active(const mp_core *c) { return c->active; }
 uint64_t mp_map_epoch(const mp_core *c) { return c->map_epoch; }
+uint64_t mp_directory(const mp_core *c, int copy) { return c->dir[copy ? 1 : 0]; }

@@ -59,6 +59,20 @@ class Core(Protocol):
     def begin(self) -> None:
         """Open a batch: changes accumulate in memory."""
 
+    @property
+    def directory(self) -> tuple[int, int]:
+        """Pages of the two copies of the protected-page directory index, (0, 0) for none."""
+
+    def set_directory(self, dir_a: int, dir_b: int) -> None:
+        """Record the directory index pages; the next commit writes them into the metadata."""
+
+    def stage(self, pages: Sequence[int]) -> None:
+        """Pages the layer above wrote into the mapping for the next commit (whole pages).
+
+        The commit makes them durable at its first barrier, and happens even if no allocation
+        bit changed. The layer above writes only pages the committed state does not use.
+        """
+
     def commit(self) -> None:
         """Close the batch and commit its changes in one commit (nothing to do if none)."""
 

@@ -168,6 +168,20 @@ class CCore:
     def begin(self) -> None:
         self._check(lib.mp_begin(self._c))
 
+    @property
+    def directory(self) -> tuple[int, int]:
+        return (int(lib.mp_directory(self._c, 0)), int(lib.mp_directory(self._c, 1)))
+
+    def set_directory(self, dir_a: int, dir_b: int) -> None:
+        if dir_a < 0 or dir_b < 0:
+            raise OutOfBounds("a directory page index is negative")
+        self._check(lib.mp_set_directory(self._c, dir_a, dir_b))
+
+    def stage(self, pages: Sequence[int]) -> None:
+        if any(p < 0 for p in pages):
+            raise OutOfBounds("a page index is negative")
+        self._check(lib.mp_stage(self._c, ffi.new("uint64_t[]", list(pages)), len(pages)))
+
     def commit(self) -> None:
         self._check(lib.mp_commit(self._c))
         if self._hook is not None:

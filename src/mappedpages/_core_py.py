@@ -105,11 +105,19 @@ class PyCore:
                 raise CorruptMetadata("neither metadata copy is valid")
             chosen = 0 if gens[0] >= gens[1] else 1
         meta = metas[chosen]
-        n, free, _da, _db = fmt.META_FIELDS.unpack_from(meta, fmt.META_FIELDS_OFFSET)
+        n, free, dir_a, dir_b = fmt.META_FIELDS.unpack_from(meta, fmt.META_FIELDS_OFFSET)
         if n < 3 or n * ps > size:
             raise CorruptMetadata(f"metadata page count {n} does not fit the file")
         if geo.fix_end(n) != n:
             raise CorruptMetadata(f"page count {n} cuts a bitmap group")
+        for page in (dir_a, dir_b):
+            if page >= n or 0 < page < fmt.RESERVED_PAGES:
+                raise CorruptMetadata(f"directory index page {page} is outside the file")
+        if (dir_a == 0) != (dir_b == 0) or (dir_a and dir_a == dir_b):
+            raise CorruptMetadata("the directory index needs two distinct pages")
+        self._dir: tuple[int, int] = (dir_a, dir_b)
+        self._staged: list[int] = []  # pages written by the layer above for the next commit
+        self._forced = False
         self._active: int = chosen
         self._gen: int = gens[chosen]
         self._n: int = n
@@ -231,6 +239,10 @@ class PyCore:
     def writable(self) -> bool:
         return self._writable
 
+    @property
+    def directory(self) -> tuple[int, int]:
+        return self._dir
+
     # -- allocation ----------------------------------------------------------------------
 
     def _writer(self) -> None:
@@ -340,13 +352,31 @@ class PyCore:
         self._writer()
         self._in_batch = True
 
+    def stage(self, pages: Sequence[int]) -> None:
+        self._writer()
+        for page in pages:
+            if not 0 <= page < self._n:
+                raise OutOfBounds(f"page {page} is beyond the file ({self._n} pages)")
+        self._staged.extend(pages)
+        self._forced = True
+
+    def set_directory(self, dir_a: int, dir_b: int) -> None:
+        self._writer()
+        if not (0 <= dir_a < self._n and 0 <= dir_b < self._n):
+            raise OutOfBounds("directory index page beyond the file")
+        self._dir = (dir_a, dir_b)
+        self._forced = True
+
     def rollback(self) -> None:
         self._live()
         self._in_batch = False
         meta = self._block(1 + self._active)
-        n, free, _a, _b = fmt.META_FIELDS.unpack_from(meta, fmt.META_FIELDS_OFFSET)
+        n, free, dir_a, dir_b = fmt.META_FIELDS.unpack_from(meta, fmt.META_FIELDS_OFFSET)
         geo = self.geometry
         self._n, self._free = n, free
+        self._dir = (dir_a, dir_b)
+        self._staged.clear()
+        self._forced = False
         del self._cur[geo.group_count(n) :]
         del self._bits[self._bitmap_bytes(n) :]
         for k in sorted(self._dirty):
@@ -388,10 +418,10 @@ class PyCore:
 
     def _commit(self) -> None:
         groups = self._dirty | self._stale
-        if not groups and not self._grew:
+        if not groups and not self._grew and not self._forced:
             return
         geo = self.geometry
-        written = []
+        written: list[tuple[int, int]] = [(p * self._ps, self._ps) for p in self._staged]
         try:
             for k in sorted(groups - {0}):
                 s = geo.group_start(k)
@@ -399,20 +429,21 @@ class PyCore:
                 if k in self._new:  # copy 1 of a new group may hold bytes of an older attempt
                     off = (s + 1) * self._ps
                     self._mm[off : off + 32] = bytes(32)
+                    written.append((off, 32))
                 self._write_block(target, fmt.GROUP_MAGIC, self._group_body(k, 32))
-                written.append(target)
+                written.append((target * self._ps, self._m))
             inactive = 1 - self._active
-            fields = fmt.META_FIELDS.pack(self._n, self._free, 0, 0)
+            fields = fmt.META_FIELDS.pack(self._n, self._free, *self._dir)
             body = fields + bytes(96 - len(fields)) + self._group_body(0, 128)
             self._write_block(1 + inactive, fmt.META_MAGIC, body)
-            written.append(1 + inactive)
+            written.append(((1 + inactive) * self._ps, self._m))
             self._barrier("barrier1", written)
             off = (1 + inactive) * self._ps
             (meta_crc,) = _U32.unpack(self._mm[off + 4 : off + 8])
             sel = fmt.SELECTOR.pack(fmt.SELECTOR_MAGIC, inactive, self._gen + 1, meta_crc)
             self._mm[512:532] = sel
             self._mm[532:536] = _U32.pack(crc32c(sel))
-            self._barrier("barrier2", [0])
+            self._barrier("barrier2", [(0, self._m)])
         except BaseException:
             self._poisoned = True
             raise
@@ -424,8 +455,11 @@ class PyCore:
         self._stale.clear()
         self._new.clear()
         self._grew = False
+        self._staged.clear()
+        self._forced = False
 
-    def _barrier(self, kind: str, pages: list[int]) -> None:
+    def _barrier(self, kind: str, spans: list[tuple[int, int]]) -> None:
+        """Call the hook, then make ``spans`` (offset, length) of the mapping durable."""
         if self._hook is not None:
             self._hook(kind)
         if not self._sync:
@@ -434,8 +468,8 @@ class PyCore:
             os.fdatasync(self._fd)
             self._grew = False
             return
-        lo = min(pages) * self._ps // _OS_PAGE * _OS_PAGE
-        hi = (max(pages) * self._ps + self._m + _OS_PAGE - 1) // _OS_PAGE * _OS_PAGE
+        lo = min(off for off, _ in spans) // _OS_PAGE * _OS_PAGE
+        hi = (max(off + n for off, n in spans) + _OS_PAGE - 1) // _OS_PAGE * _OS_PAGE
         self._mm.flush(lo, min(hi, len(self._mm)) - lo)
 
     # -- reading -------------------------------------------------------------------------

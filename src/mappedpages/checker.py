@@ -14,6 +14,12 @@ from typing import Callable
 
 from .format import (
     BLOCK_HEADER,
+    DIR_BLOCK_MAGIC,
+    DIR_COUNT_OFFSET,
+    DIR_CURRENT_B,
+    DIR_ENTRIES_OFFSET,
+    DIR_ENTRY,
+    DIR_INDEX_MAGIC,
     FORMAT_VERSION,
     GROUP_BITMAP_OFFSET,
     GROUP_MAGIC,
@@ -29,6 +35,7 @@ from .format import (
     SELECTOR_MAGIC,
     SELECTOR_OFFSET,
     Geometry,
+    dir_capacity,
     popcount,
     valid_page_size,
 )
@@ -63,6 +70,8 @@ class Report:
     metadata: list[Block] = field(default_factory=list)
     groups: int = 0
     leftover_copies: int = 0
+    protected_pages: int = 0
+    directory_pages: int = 0  # index, blocks and both copies of every protected page
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # recoverable states, not problems
 
@@ -160,7 +169,7 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
     r.active = "AB"[chosen]
     gen = r.generation = blocks[chosen].generation
     meta = metas[chosen]
-    page_count, free_count, _dir_a, _dir_b = META_FIELDS.unpack_from(meta, META_FIELDS_OFFSET)
+    page_count, free_count, dir_a, dir_b = META_FIELDS.unpack_from(meta, META_FIELDS_OFFSET)
     r.page_count, r.free_count = page_count, free_count
     if page_count < 3:
         raise _Fatal(f"page count {page_count} is below the three reserved pages")
@@ -173,6 +182,7 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
 
     # Assemble the committed bitmap, group by group, counting as we go.
     used = 0
+    in_use: dict[int, int] = {}  # group -> its committed bits below the page count
     groups = geo.group_count(page_count)
     r.groups = groups
     for k in range(groups):
@@ -202,6 +212,7 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
         if value >> n:
             r.problems.append(f"bitmap group {k}: bits set beyond the page count")
         used += popcount(inside)
+        in_use[k] = inside
         if k == 0:
             if inside & 0b111 != 0b111:
                 r.problems.append("reserved pages 0-2 are not marked in use")
@@ -209,9 +220,83 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
             r.problems.append(f"bitmap group {k}: its own copy pages are not marked in use")
     if progress is not None:
         progress(groups, groups)
-    internal = 3 + 2 * (groups - 1)
+    def allocated(page: int) -> bool:
+        k = geo.group_of(page)
+        return k in in_use and bool(in_use[k] >> (page - geo.group_start(k)) & 1)
+
+    _check_directory(fd, r, geo, gen, (dir_a, dir_b), allocated, crc32c)
+    internal = 3 + 2 * (groups - 1) + r.directory_pages
     r.allocated_data_pages = used - internal
     if page_count - used != free_count:
         r.problems.append(
             f"free count {free_count} disagrees with the bitmap ({page_count - used} free)"
         )
+
+
+def _check_directory(
+    fd: int,
+    r: Report,
+    geo: Geometry,
+    gen: int,
+    index_pages: tuple[int, int],
+    allocated: Callable[[int], bool],
+    crc32c: Crc,
+) -> None:
+    """Verify the protected-page directory: index, blocks, entries and the pages they name."""
+    if index_pages == (0, 0):
+        return
+    seen: set[int] = set()
+
+    def claim(page: int, what: str) -> bool:
+        if not 3 <= page < r.page_count or geo.is_internal(page):
+            r.problems.append(f"{what}: page {page} is outside the data pages")
+        elif page in seen:
+            r.problems.append(f"{what}: page {page} is used twice")
+        elif not allocated(page):
+            r.problems.append(f"{what}: page {page} is not marked in use")
+        else:
+            seen.add(page)
+            return True
+        return False
+
+    def current(pages: tuple[int, int], magic: bytes, what: str) -> bytes | None:
+        copies = [_read(fd, p * geo.page_size, geo.block) for p in pages]
+        decoded = [_decode_block(c, p, magic, crc32c) for c, p in zip(copies, pages)]
+        fit = [i for i in (0, 1) if decoded[i].valid and decoded[i].generation <= gen]
+        r.leftover_copies += sum(1 for d in decoded if d.valid and d.generation > gen)
+        if not fit:
+            r.problems.append(f"{what}: no valid copy ({decoded[0].why}, {decoded[1].why})")
+            return None
+        return copies[max(fit, key=lambda i: decoded[i].generation)]
+
+    if not (claim(index_pages[0], "directory index") and claim(index_pages[1], "directory index")):
+        return
+    index = current(index_pages, DIR_INDEX_MAGIC, "directory index")
+    if index is None:
+        return
+    capacity = dir_capacity(geo.block)
+    (count,) = struct.unpack_from("<Q", index, DIR_COUNT_OFFSET)
+    if count > capacity:
+        r.problems.append(f"directory index lists {count} blocks (at most {capacity})")
+        return
+    for b in range(count):
+        pages = DIR_ENTRY.unpack_from(index, DIR_ENTRIES_OFFSET + 16 * b)
+        what = f"directory block {b}"
+        if not (claim(pages[0], what) and claim(pages[1], what)):
+            continue
+        block = current(pages, DIR_BLOCK_MAGIC, f"directory block {b}")
+        if block is None:
+            continue
+        if struct.unpack_from("<Q", block, DIR_COUNT_OFFSET)[0] != b:
+            r.problems.append(f"directory block {b} carries another block's number")
+        for i in range(capacity):
+            w0, pb = DIR_ENTRY.unpack_from(block, DIR_ENTRIES_OFFSET + 16 * i)
+            pa = w0 & ~DIR_CURRENT_B
+            if pa == 0:
+                if w0 or pb:
+                    r.problems.append(f"directory block {b}: entry {i} is neither used nor free")
+                continue
+            r.protected_pages += 1
+            claim(pa, f"protected page {b * capacity + i}")
+            claim(pb, f"protected page {b * capacity + i}")
+    r.directory_pages = len(seen)

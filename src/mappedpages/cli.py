@@ -39,7 +39,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "generation": r.generation,
         "active metadata": r.active,
         "bitmap groups": r.groups,
-        "protected pages": 0,
+        "protected pages": r.protected_pages,
+        "directory pages": r.directory_pages,
     }
     if args.json:
         print(json.dumps({k.replace(" ", "_"): v for k, v in fields.items()} | {"ok": r.ok}))

@@ -41,6 +41,17 @@ META_FIELDS = struct.Struct("<QQQQ")  # page_count, free_count, dir_a, dir_b
 META_FIELDS_OFFSET = 32
 META_BITMAP_OFFSET = 128
 GROUP_BITMAP_OFFSET = 32
+# protected-page directory: an index block (two copies, named by the metadata) lists the
+# directory blocks (two copies each); a directory block holds one entry per protected page
+DIR_COUNT_OFFSET = 32  # index: number of directory blocks; block: its own number in the index
+DIR_ENTRIES_OFFSET = 64
+DIR_ENTRY = struct.Struct("<QQ")  # index: copy 0, copy 1; block: page a | current flag, page b
+DIR_CURRENT_B = 1 << 63  # in an entry's first word: page b holds the committed content
+
+
+def dir_capacity(block: int) -> int:
+    """Entries of 16 bytes in an index or directory block of ``block`` bytes."""
+    return (block - DIR_ENTRIES_OFFSET) // DIR_ENTRY.size
 
 
 def popcount(value: int) -> int:

@@ -15,8 +15,9 @@ from .format import valid_page_size
 
 if TYPE_CHECKING:
     from .pager import Pager
+    from .protected import ProtectedPageWriter
 
-__all__ = ["MappedPage", "PageId"]
+__all__ = ["MappedPage", "PageId", "ProtectedPageId"]
 
 MappedPage = memoryview
 """The type of a page view: a memoryview of exactly ``page_size`` bytes into the mapping."""
@@ -80,13 +81,37 @@ class PageId(_Handle):
     __slots__ = ()
     _KIND = _KIND_PAGE
 
-    def get(self, allocator: Pager) -> memoryview:
+    def get(self, allocator: Any) -> memoryview:
         """Read-only view of this page in ``allocator`` (a Pager or ReadOnlyPager)."""
-        return allocator.get_page(self)
+        return allocator.get_page(self)  # type: ignore[no-any-return]
 
     def get_mut(self, allocator: Pager) -> memoryview:
         """Writable view of this page in ``allocator``."""
         return allocator.get_page_mut(self)
+
+
+class ProtectedPageId(_Handle):
+    """A protected (copy-on-write) page: ``ProtectedPageId(index, page_size)``.
+
+    The index numbers a slot of the protected-page directory, not a page of the file: the
+    slot's content lives in one of two pages that change with every write.
+    """
+
+    __slots__ = ()
+    _KIND = _KIND_PROTECTED
+
+    def get(self, allocator: Any) -> memoryview:
+        """Read-only view of the committed content (a Pager or ReadOnlyPager)."""
+        return allocator.get_protected_page(self)  # type: ignore[no-any-return]
+
+    def get_mut(self, allocator: Pager) -> ProtectedPageWriter:
+        """A writer whose staged copy starts as the committed content."""
+        return allocator.protected_writer(self)
+
+
+def new_protected_id(index: int, page_size: int, _new: Any = tuple.__new__) -> ProtectedPageId:
+    """Make a ProtectedPageId without validation, for slots that come from the directory."""
+    return _new(ProtectedPageId, (index, page_size, _KIND_PROTECTED))  # type: ignore[no-any-return]
 
 
 def new_page_id(index: int, page_size: int, _new: Any = tuple.__new__) -> PageId:
