@@ -22,8 +22,11 @@ from .errors import (
     Unavailable,
     WouldBlock,
 )
-from .handles import MappedPage, PageId
-from .pager import AllocatedPageIter, Pager
+from .handles import MappedPage, PageId, ProtectedPageId
+from .pager import Pager
+from .protected import AllocatedProtectedPageIter, ProtectedPageWriter
+from .reader import AllocatedPageIter
+from .readonly import ReadOnlyPager
 
 __version__ = "0.1.0"
 
@@ -38,6 +41,7 @@ crc32c = _backend.CORE.crc32c
 
 __all__ = [
     "AllocatedPageIter",
+    "AllocatedProtectedPageIter",
     "CorruptDirectoryIndex",
     "CorruptMetadata",
     "CorruptProtectedDirectory",
@@ -52,6 +56,9 @@ __all__ = [
     "PageId",
     "PageSizeMismatch",
     "Pager",
+    "ProtectedPageId",
+    "ProtectedPageWriter",
+    "ReadOnlyPager",
     "ReservedPage",
     "Unavailable",
     "WouldBlock",

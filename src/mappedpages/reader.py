@@ -238,6 +238,7 @@ class PageReader:
 
     def iter_allocated_pages(self) -> AllocatedPageIter:
         """Ascending ids of the allocated regular data pages."""
+        self._check_live()
         return AllocatedPageIter(self)
 
     def iter_allocated_protected_pages(self) -> AllocatedProtectedPageIter:
