@@ -23,8 +23,9 @@ from .errors import (
     WouldBlock,
 )
 from .handles import MappedPage, PageId, ProtectedPageId
-from .pager import Pager
+from .pager import Pager, ProtectedPages
 from .protected import AllocatedProtectedPageIter, ProtectedPageWriter
+from .protocols import BulkPageAllocator, PageAllocator, PageHandle
 from .reader import AllocatedPageIter
 from .readonly import ReadOnlyPager
 
@@ -42,6 +43,7 @@ crc32c = _backend.CORE.crc32c
 __all__ = [
     "AllocatedPageIter",
     "AllocatedProtectedPageIter",
+    "BulkPageAllocator",
     "CorruptDirectoryIndex",
     "CorruptMetadata",
     "CorruptProtectedDirectory",
@@ -53,11 +55,14 @@ __all__ = [
     "MappedPage",
     "MappedPageError",
     "OutOfBounds",
+    "PageAllocator",
+    "PageHandle",
     "PageId",
     "PageSizeMismatch",
     "Pager",
     "ProtectedPageId",
     "ProtectedPageWriter",
+    "ProtectedPages",
     "ReadOnlyPager",
     "ReservedPage",
     "Unavailable",

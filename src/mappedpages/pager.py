@@ -7,12 +7,14 @@ this module adds everything that changes the file: allocation, protected writes,
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Callable, TypeVar
 
 from . import _backend
 from ._files import create_locked, open_locked
+from .aio import AsyncPagerMethods
 from .errors import DirectoryFull, DoubleFree, OutOfBounds, ReservedPage
 from .handles import PageId, ProtectedPageId, check_page_size, new_page_id, new_protected_id
 from .protected import Directory, ProtectedPageWriter
@@ -23,10 +25,10 @@ __all__ = ["AllocatedPageIter", "Pager"]
 T = TypeVar("T")
 
 
-class Pager(PageReader):
+class Pager(PageReader, AsyncPagerMethods):
     """A file of fixed-size pages. Make one with ``Pager.create`` or ``Pager.open``."""
 
-    __slots__ = ("_batch_depth", "_batch_doomed", "_freed", "_zero")
+    __slots__ = ("_async_lock", "_batch_depth", "_batch_doomed", "_freed", "_zero")
 
     _batch_depth: int
     _batch_doomed: bool
@@ -65,11 +67,17 @@ class Pager(PageReader):
         self._batch_doomed = False
         self._freed = set()
         self._zero = b""
+        self._async_lock = threading.Lock()
         if self._dir.needs_repair:  # leftovers of a commit that never completed
             self._protected_op(lambda: None)
 
     def _closing(self) -> None:
         self._batch_depth = 0
+
+    @property
+    def protected(self) -> ProtectedPages:
+        """This pager's protected pages as a ``BulkPageAllocator[ProtectedPageId]``."""
+        return ProtectedPages(self)
 
     # -- regular pages -------------------------------------------------------------------
 
@@ -307,3 +315,28 @@ class Pager(PageReader):
             self._commit_all()
 
 
+
+
+class ProtectedPages:
+    """``pager.protected``: alloc/free/alloc_bulk/free_bulk of protected pages, so that code
+    written for any ``BulkPageAllocator`` can allocate them."""
+
+    __slots__ = ("pager",)
+
+    def __init__(self, pager: Pager) -> None:
+        self.pager = pager
+
+    def alloc(self) -> ProtectedPageId:
+        return self.pager.alloc_protected()
+
+    def free(self, handle: ProtectedPageId, /) -> None:
+        self.pager.free_protected(handle)
+
+    def alloc_bulk(self, n: int, /) -> list[ProtectedPageId]:
+        return self.pager.alloc_protected_bulk(n)
+
+    def free_bulk(self, ids: Iterable[ProtectedPageId], /) -> None:
+        self.pager.free_protected_bulk(ids)
+
+    def __repr__(self) -> str:
+        return f"<protected pages of {self.pager!r}>"
