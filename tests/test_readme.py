@@ -1,0 +1,25 @@
+"""Every Python block of README.md runs, in order, on both cores: the examples cannot rot."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def test_readme_has_examples() -> None:
+    assert len(BLOCKS) >= 4
+
+
+def test_readme_examples_run(core: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the examples create their files in the current directory
+    namespace: dict[str, object] = {"__name__": "readme"}
+    for number, block in enumerate(BLOCKS, 1):
+        code = compile(block, f"README.md block {number}", "exec")
+        exec(code, namespace)
+    assert sorted(os.listdir(tmp_path)) == ["data.mp", "records.mp"]
