@@ -34,3 +34,12 @@ def pager(core: str, path: str) -> Iterator[mp.Pager]:
         yield p
     finally:
         p.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from helpers import COUNTS
+
+    if COUNTS:
+        terminalreporter.section("what the proofs checked")
+        for what, n in sorted(COUNTS.items()):
+            terminalreporter.write_line(f"{what}: {n}")

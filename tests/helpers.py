@@ -11,3 +11,12 @@ def check_ok(path: str) -> Report:
     report = check_file(path, mp.crc32c)
     assert report.ok, report.problems
     return report
+
+
+# What the proofs counted in this run (crash images, SIGKILLs, hostile inputs); conftest.py
+# prints it at the end of the session, so every CI log states it.
+COUNTS: dict[str, int] = {}
+
+
+def count(what: str, n: int = 1) -> None:
+    COUNTS[what] = COUNTS.get(what, 0) + n

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import mappedpages as mp
+from helpers import count
 from mappedpages import _backend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,4 +78,5 @@ def test_core_under_address_and_undefined_sanitizers(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-4000:]
     assert f"hostile files: {MUTATIONS}," in out.stdout
     opened = int(out.stdout.rsplit(":", 1)[1])
+    count("hostile files (C core under ASan+UBSan)", MUTATIONS)
     assert 0 < opened < MUTATIONS  # both outcomes were exercised

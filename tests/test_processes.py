@@ -109,3 +109,43 @@ def test_default_core_is_c() -> None:
         timeout=60,
     )
     assert out.stdout.strip() == "c", out.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_cannot_use_inherited_readers_or_protected_pages(core: str, path: str) -> None:
+    with mp.Pager.create(path, 1024) as p:
+        ppid = p.alloc_protected()
+        pid = p.alloc()
+    writer = mp.Pager.open(path)
+    ro = mp.ReadOnlyPager.open(path)
+    view = ro.get_page(pid)
+    child = os.fork()
+    if child == 0:
+        code = 0
+        calls = (
+            writer.alloc_protected,
+            lambda: writer.free_protected(ppid),
+            lambda: ppid.get_mut(writer),
+            lambda: ro.get_page(pid),
+            lambda: ro.get_protected_page(ppid),
+            ro.iter_allocated_pages,
+        )
+        for call in calls:
+            try:
+                call()
+                code |= 1
+            except mp.Unavailable:
+                pass
+            except BaseException:
+                code |= 2
+        bytes(view[:1])  # an inherited view stays readable
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    with ppid.get_mut(writer) as w:  # the parent goes on
+        w.page_mut()[:2] = b"ok"
+    assert list(ro.iter_allocated_pages()) == [pid]
+    writer.close()
+    ro.close()
+    with mp.Pager.open(path) as again:
+        assert bytes(again.get_protected_page(ppid)[:2]) == b"ok"

@@ -28,6 +28,7 @@ from .protected import AllocatedProtectedPageIter, ProtectedPageWriter
 from .protocols import BulkPageAllocator, PageAllocator, PageHandle
 from .reader import AllocatedPageIter
 from .readonly import ReadOnlyPager
+from .subpages import SubPageAllocator, SubPageId
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,8 @@ __all__ = [
     "ProtectedPages",
     "ReadOnlyPager",
     "ReservedPage",
+    "SubPageAllocator",
+    "SubPageId",
     "Unavailable",
     "WouldBlock",
     "core",

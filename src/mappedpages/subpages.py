@@ -1,0 +1,420 @@
+"""Sub-pages: many small fixed-size blocks carved out of the regular pages of a Pager.
+
+The file format knows nothing of sub-pages: a parent page is an ordinary allocated page, and
+which of its slots are in use is kept in memory only. That keeps the crash-safety argument
+entirely in the Pager (a parent is either allocated or not), at the price that the caller must
+remember its own sub-page ids and hand them to ``SubPageAllocator.restore`` after reopening.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from contextlib import suppress
+from operator import itemgetter
+from typing import Any
+
+from .errors import DoubleFree, InvalidPageSize, OutOfBounds, PageSizeMismatch, Unavailable
+from .handles import PageId
+from .pager import Pager
+
+__all__ = ["SubPageAllocator", "SubPageId"]
+
+# Continues the kind tags of handles.py (0 page, 1 protected), so that a SubPageId never
+# compares equal to another kind of handle even if its leading fields happened to match.
+_KIND_SUB = 2
+
+# A parent's used slots are one int bitmask; 64 keeps the masks small ints and bounds the
+# waste of a parent that holds a single live sub-page.
+_MAX_SLOTS = 64
+
+
+def _is_power_of_two(n: object) -> bool:
+    return type(n) is int and n >= 1 and n & (n - 1) == 0
+
+
+class SubPageId(tuple):  # type: ignore[type-arg]
+    """A sub-page: slot ``slot`` of ``sub_size`` bytes inside the regular page ``parent``.
+
+    A tuple ``(parent, slot, sub_size, kind)`` for the same reasons as ``PageId``: C-speed
+    hashing and ordering, and immutability. Ids sort by parent, then slot, which is also the
+    order in which the allocator hands them out.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, parent: PageId, slot: int, sub_size: int) -> SubPageId:
+        if type(parent) is not PageId:
+            raise TypeError(f"a sub-page parent must be a PageId, not {type(parent).__name__}")
+        if type(slot) is not int:
+            if isinstance(slot, bool) or not isinstance(slot, int):
+                raise TypeError(f"a sub-page slot must be an int, not {type(slot).__name__}")
+            slot = int(slot)
+        if slot < 0:
+            raise ValueError(f"sub-page slot {slot} is negative")
+        if not _is_power_of_two(sub_size):
+            raise InvalidPageSize(f"sub-page size {sub_size!r} is not a power of two")
+        return tuple.__new__(cls, (parent, slot, sub_size, _KIND_SUB))
+
+    parent: PageId = property(itemgetter(0))  # type: ignore[assignment]
+    """The regular page that holds this sub-page."""
+    slot: int = property(itemgetter(1))  # type: ignore[assignment]
+    """The position inside the parent, in units of ``sub_size``."""
+    sub_size: int = property(itemgetter(2))  # type: ignore[assignment]
+    """The size of the sub-page in bytes."""
+
+    def __getnewargs__(self) -> tuple[PageId, int, int]:
+        return (self[0], self[1], self[2])
+
+    def __repr__(self) -> str:
+        return f"SubPageId({self[0]!r}, slot={self[1]}, sub_size={self[2]})"
+
+    def __copy__(self) -> SubPageId:
+        return self
+
+    def __deepcopy__(self, memo: object) -> SubPageId:
+        return self
+
+    def get(self, allocator: SubPageAllocator) -> memoryview:
+        """Read-only view of this sub-page in ``allocator``."""
+        return allocator.get(self)
+
+    def get_mut(self, allocator: SubPageAllocator) -> memoryview:
+        """Writable view of this sub-page in ``allocator``."""
+        return allocator.get_mut(self)
+
+
+def _new_sub_id(parent: PageId, slot: int, sub_size: int, _new: Any = tuple.__new__) -> SubPageId:
+    """Make a SubPageId without validation, for slots that come from the allocator itself."""
+    return _new(SubPageId, (parent, slot, sub_size, _KIND_SUB))  # type: ignore[no-any-return]
+
+
+def _low_slots(mask: int, count: int) -> list[int]:
+    """The ``count`` lowest clear bits of ``mask``; callers never ask for more than are free."""
+    out: list[int] = []
+    free = ~mask
+    while len(out) < count:
+        low = free & -free
+        out.append(low.bit_length() - 1)
+        free ^= low
+    return out
+
+
+class SubPageAllocator:
+    """Hands out ``sub_size``-byte sub-pages, taking parent pages from ``pager`` as needed.
+
+    Parents are allocated with ``pager.alloc`` and freed back to the pager as soon as their
+    last sub-page is freed, so the pager's own accounting always covers every live sub-page.
+    Which slots are in use lives in memory only (see ``restore``). A ``pager.batch()`` that is
+    rolled back is not seen by the allocator: do not mix the two.
+    """
+
+    __slots__ = (
+        "_avail",
+        "_full",
+        "_in_heap",
+        "_pager",
+        "_parents",
+        "_ps",
+        "_slots",
+        "_sub",
+        "_used",
+    )
+
+    _pager: Pager | None
+    _sub: int
+    _ps: int
+    _slots: int
+    _full: int
+    _used: dict[int, int]  # parent index -> bitmask of its slots in use; a held parent is never 0
+    _parents: dict[int, PageId]  # parent index -> its handle, to free it without rebuilding one
+    # Parents that may have a free slot, lowest first. Entries go stale (the parent filled up or
+    # was freed) and are dropped lazily when they reach the top; _in_heap mirrors the heap's
+    # contents so that a parent is never pushed twice.
+    _avail: list[int]
+    _in_heap: set[int]
+
+    def __init__(self, pager: Pager, sub_size: int) -> None:
+        if not isinstance(pager, Pager):
+            raise TypeError(f"expected a Pager, got {type(pager).__name__}")
+        pager._check_live()
+        ps = pager.page_size
+        if not _is_power_of_two(sub_size):
+            raise InvalidPageSize(f"sub-page size {sub_size!r} is not a power of two")
+        if sub_size >= ps:
+            raise InvalidPageSize(f"sub-page size {sub_size} is not smaller than the page ({ps})")
+        if ps // sub_size > _MAX_SLOTS:
+            raise InvalidPageSize(
+                f"sub-page size {sub_size} gives {ps // sub_size} slots per page; "
+                f"at most {_MAX_SLOTS} are allowed (use a sub-page size >= {ps // _MAX_SLOTS})"
+            )
+        self._pager = pager
+        self._sub = sub_size
+        self._ps = ps
+        self._slots = ps // sub_size
+        self._full = (1 << self._slots) - 1
+        self._used = {}
+        self._parents = {}
+        self._avail = []
+        self._in_heap = set()
+
+    @classmethod
+    def restore(
+        cls, pager: Pager, sub_size: int, ids: Iterable[SubPageId]
+    ) -> SubPageAllocator:
+        """Rebuild an allocator whose live sub-pages are exactly ``ids``.
+
+        The file only records that the parents are allocated, so the caller's own record of
+        its sub-pages is the only source of the slot masks. Nothing is allocated or freed:
+        allocated parents that ``ids`` does not mention stay the caller's business.
+        """
+        self = cls(pager, sub_size)
+        used = self._used
+        parents = self._parents
+        core: Any = pager._core
+        for sid in ids:
+            index, bit = self._locate(sid)
+            if index not in used:
+                parent = sid[0]
+                pager.get_page(parent)  # a data page inside the file, or it raises
+                if not core.is_allocated(index):
+                    raise OutOfBounds(f"parent {parent!r} of {sid!r} is not an allocated page")
+                used[index] = 0
+                parents[index] = parent
+            if used[index] & bit:
+                raise DoubleFree(f"{sid!r} is listed twice")
+            used[index] |= bit
+        full = self._full
+        self._avail = [index for index, mask in used.items() if mask != full]
+        heapq.heapify(self._avail)
+        self._in_heap = set(self._avail)
+        return self
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def pager(self) -> Pager:
+        """The pager the parent pages come from."""
+        return self._live()
+
+    @property
+    def sub_size(self) -> int:
+        return self._sub
+
+    @property
+    def page_size(self) -> int:
+        return self._ps
+
+    @property
+    def slots_per_page(self) -> int:
+        return self._slots
+
+    def __repr__(self) -> str:
+        if self._pager is None:
+            state = "released"
+        else:
+            live = sum(bin(mask).count("1") for mask in self._used.values())
+            state = f"parents={len(self._used)} used={live}"
+        return f"<SubPageAllocator sub_size={self._sub} page_size={self._ps} {state}>"
+
+    def into_pager(self) -> Pager:
+        """Give the pager back; the allocator raises Unavailable from then on."""
+        pager = self._live()
+        self._pager = None
+        self._used = {}
+        self._parents = {}
+        self._avail = []
+        self._in_heap = set()
+        return pager
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _live(self) -> Pager:
+        pager = self._pager
+        if pager is None:
+            raise Unavailable("the SubPageAllocator gave its pager back with into_pager()")
+        return pager
+
+    def _locate(self, sid: object) -> tuple[int, int]:
+        """Parent index and slot bit of a well-formed id of this allocator; not checked as used."""
+        if type(sid) is not SubPageId:
+            raise TypeError(f"expected a SubPageId, got {type(sid).__name__}")
+        parent: PageId = sid[0]
+        if sid[2] != self._sub or parent[1] != self._ps:
+            raise PageSizeMismatch(
+                f"{sid!r} does not belong to an allocator of sub-page size {self._sub} "
+                f"on pages of {self._ps} bytes"
+            )
+        slot: int = sid[1]
+        if slot >= self._slots:
+            raise OutOfBounds(f"{sid!r}: slot beyond the {self._slots} slots of a page")
+        return parent[0], 1 << slot
+
+    def _used_slot(self, sid: object) -> PageId:
+        """The parent of a sub-page that is allocated here; OutOfBounds for anything else."""
+        self._live()
+        index, bit = self._locate(sid)
+        if not self._used.get(index, 0) & bit:
+            raise OutOfBounds(f"{sid!r} is not allocated")
+        return self._parents[index]
+
+    def _lowest_available(self) -> int | None:
+        heap = self._avail
+        used = self._used
+        full = self._full
+        while heap:
+            index = heap[0]
+            mask = used.get(index)
+            if mask is not None and mask != full:
+                return index
+            heapq.heappop(heap)
+            self._in_heap.discard(index)
+        return None
+
+    def _offer(self, index: int) -> None:
+        """Note that ``index`` may have a free slot again."""
+        if index not in self._in_heap:
+            self._in_heap.add(index)
+            heapq.heappush(self._avail, index)
+
+    def _take_parents(self, pids: list[PageId], count: int) -> list[SubPageId]:
+        """Fill fresh parents ``pids`` with ``count`` sub-pages, lowest slots first."""
+        used = self._used
+        slots = self._slots
+        sub = self._sub
+        out: list[SubPageId] = []
+        for pid in pids:
+            take = min(slots, count - len(out))
+            index = pid[0]
+            used[index] = (1 << take) - 1
+            self._parents[index] = pid
+            out.extend(_new_sub_id(pid, slot, sub) for slot in range(take))
+            if take < slots:
+                self._offer(index)
+        return out
+
+    # -- allocation ----------------------------------------------------------------------
+
+    def alloc(self) -> SubPageId:
+        """One sub-page from the lowest parent with room, or from a new parent."""
+        pager = self._live()
+        index = self._lowest_available()
+        if index is None:
+            return self._take_parents([pager.alloc()], 1)[0]
+        mask = self._used[index]
+        low = ~mask & (mask + 1)
+        self._used[index] = mask | low
+        return _new_sub_id(self._parents[index], low.bit_length() - 1, self._sub)
+
+    def alloc_bulk(self, n: int) -> list[SubPageId]:
+        """``n`` sub-pages; the new parents they need come from one ``pager.alloc_bulk``.
+
+        On failure the allocator and the pager are left as they were.
+        """
+        pager = self._live()
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, not {n}")
+        used = self._used
+        sub = self._sub
+        out: list[SubPageId] = []
+        touched: list[tuple[int, int]] = []  # (parent index, mask before this call)
+        fresh: list[PageId] = []
+        try:
+            while len(out) < n:
+                index = self._lowest_available()
+                if index is None:
+                    break
+                mask = used[index]
+                slots = _low_slots(mask, min(n - len(out), self._slots - bin(mask).count("1")))
+                touched.append((index, mask))
+                for slot in slots:
+                    mask |= 1 << slot
+                used[index] = mask
+                parent = self._parents[index]
+                out.extend(_new_sub_id(parent, slot, sub) for slot in slots)
+            need = n - len(out)
+            if need:
+                fresh = pager.alloc_bulk(-(-need // self._slots))
+                out.extend(self._take_parents(fresh, need))
+        except BaseException:
+            for index, mask in reversed(touched):
+                used[index] = mask
+                self._offer(index)
+            for pid in fresh:
+                used.pop(pid[0], None)
+                self._parents.pop(pid[0], None)
+            if fresh:
+                # If the pager refuses this too, it is failing as a whole: the error that made
+                # this call fail is the one worth reporting, and the parents are merely leaked.
+                with suppress(Exception):
+                    pager.free_bulk(fresh)
+            raise
+        return out
+
+    # -- freeing -------------------------------------------------------------------------
+
+    def free(self, sid: SubPageId) -> None:
+        """Free one sub-page; its parent goes back to the pager if it was the last one."""
+        pager = self._live()
+        index, bit = self._locate(sid)
+        mask = self._used.get(index)
+        if mask is None:
+            raise OutOfBounds(f"{sid!r} is not allocated")
+        if not mask & bit:
+            raise DoubleFree(f"{sid!r} is already free")
+        mask ^= bit
+        if mask:
+            self._used[index] = mask
+            self._offer(index)
+        else:
+            # The pager goes first: if it refuses, the sub-page is still allocated here too.
+            pager.free(self._parents[index])
+            del self._used[index]
+            del self._parents[index]
+
+    def free_bulk(self, ids: Iterable[SubPageId]) -> None:
+        """Free every id; one bad id or a duplicate frees nothing.
+
+        Parents left empty go back to the pager in one ``pager.free_bulk``.
+        """
+        pager = self._live()
+        used = self._used
+        freeing: dict[int, int] = {}  # parent index -> bits to clear
+        for sid in list(ids):
+            index, bit = self._locate(sid)
+            mask = used.get(index)
+            if mask is None:
+                raise OutOfBounds(f"{sid!r} is not allocated")
+            if not mask & bit:
+                raise DoubleFree(f"{sid!r} is already free")
+            bits = freeing.get(index, 0)
+            if bits & bit:
+                raise DoubleFree(f"{sid!r} is listed twice")
+            freeing[index] = bits | bit
+        emptied = [index for index, bits in freeing.items() if used[index] == bits]
+        if emptied:
+            pager.free_bulk([self._parents[index] for index in emptied])
+        for index, bits in freeing.items():
+            mask = used[index] ^ bits
+            if mask:
+                used[index] = mask
+                self._offer(index)
+            else:
+                del used[index]
+                del self._parents[index]
+
+    # -- views ---------------------------------------------------------------------------
+
+    def get(self, sid: SubPageId) -> memoryview:
+        """Read-only view of the sub-page, straight into the mapping."""
+        parent = self._used_slot(sid)
+        start = sid[1] * self._sub
+        return self._live().get_page(parent)[start : start + self._sub]
+
+    def get_mut(self, sid: SubPageId) -> memoryview:
+        """Writable view of the sub-page; ``pager.flush`` makes what is written durable."""
+        parent = self._used_slot(sid)
+        start = sid[1] * self._sub
+        return self._live().get_page_mut(parent)[start : start + self._sub]
