@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import mappedpages as mp
+from helpers import check_ok, count
 from mappedpages.checker import check_file
 from mappedpages.handles import ProtectedPageId
 
@@ -91,6 +92,10 @@ class Harness:
         assert report.ok, report.problems
         with mp.Pager.open(probe, sync=False) as p:
             self.seen.append(_state(p))
+        count("crash images: opened, checked, state compared")
+        if self.images % 8 == 0:  # and life goes on after the crash
+            _continue_on(probe)
+            count("crash images: workload continued on them")
         os.unlink(probe)
 
     def settle(self, before: object, after: object) -> None:
@@ -98,6 +103,23 @@ class Harness:
         for state in self.seen:
             assert state in (before, after), "an image shows neither the old nor the new state"
         self.seen.clear()
+
+
+def _continue_on(path: str) -> None:
+    """Recover from a crash image, change it, and check that the change sticks."""
+    with mp.Pager.open(path, sync=True) as p:
+        regular = list(p.iter_allocated_pages())
+        if regular:
+            p.free(regular[-1])
+        p.alloc_bulk(2)
+        ppid = p.alloc_protected()
+        with ppid.get_mut(p) as w:
+            w.page_mut()[:5] = b"after"
+        expected = _state(p)
+    check_ok(path)
+    with mp.Pager.open(path) as p:
+        assert _state(p) == expected
+        assert bytes(p.get_protected_page(ppid)[:5]) == b"after"
 
 
 def _state(p: mp.Pager) -> tuple[list[int], list[tuple[int, int]]]:
@@ -130,9 +152,13 @@ def test_every_barrier_of_every_call(core: str, tmp_path: object, prefill: int) 
             h.settle(before, after)
             return result
 
-        for i in range(120 if prefill == 0 else 60):
-            kind = rng.choice(["alloc", "free", "bulk", "free_bulk", "batch"])
-            if kind == "alloc" or not live:
+        for i in range(160 if prefill == 0 else 80):
+            kind = rng.choice(["alloc", "free", "bulk", "free_bulk", "batch", "flush"])
+            if kind == "flush" and live:  # data written through a view, then flushed
+                p.get_page_mut(live[0])[:4] = rng.randbytes(4)
+                target = [live[0]] if i % 2 else None
+                step(lambda t=target: p.flush(t), lambda s: s)  # type: ignore[misc]
+            elif kind == "alloc" or not live:
                 nxt = _lowest_free(p)
                 live.append(step(p.alloc, lambda s, n=nxt: sorted(s + n)))  # type: ignore[arg-type]
             elif kind == "free":
@@ -205,7 +231,7 @@ def test_every_barrier_of_protected_calls(core: str, tmp_path: object) -> None:
             h.settle(before, _state(p))
             return result
 
-        for i in range(70):
+        for i in range(90):
             kind = rng.choice(["alloc", "write", "write", "bulk", "free", "free_bulk", "batch"])
             if kind == "alloc" or not live:
                 live.append(step(p.alloc_protected))  # type: ignore[arg-type]
