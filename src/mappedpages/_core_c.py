@@ -42,13 +42,14 @@ lib.mp_crc32c_select(-1)  # builds the tables now, under the import lock, not in
 
 def crc32c(data: Any, crc: int = 0) -> int:
     """CRC32C of any buffer, continuing from ``crc`` (hardware CRC32 where the CPU has it)."""
-    try:
-        buf = ffi.from_buffer(data)
-    except (TypeError, BufferError):  # str, or a buffer that is not contiguous
-        if isinstance(data, str):
-            raise TypeError("crc32c needs a bytes-like object, not str") from None
-        buf = ffi.from_buffer(memoryview(data).tobytes())
-    return int(lib.mp_crc32c(crc & 0xFFFFFFFF, buf, len(buf)))
+    if type(data) is not bytes:  # cffi passes bytes as they are; anything else by its buffer
+        try:
+            data = ffi.from_buffer(data)
+        except (TypeError, BufferError):  # str, or a buffer that is not contiguous
+            if isinstance(data, str):
+                raise TypeError("crc32c needs a bytes-like object, not str") from None
+            data = memoryview(data).tobytes()
+    return lib.mp_crc32c(crc & 0xFFFFFFFF, data, len(data))  # type: ignore[no-any-return]
 
 
 def _raise(core: Any, code: int) -> NoReturn:

@@ -62,6 +62,9 @@ class Directory:
         self.index_cur = 0
         self.blocks: list[tuple[int, int]] = []
         self.block_cur: list[int] = []
+        # each block's bytes as the next write will store them (header filled in then): an
+        # entry change patches 16 bytes here instead of re-encoding the whole block
+        self.bodies: list[bytearray] = []
         # per slot: page a, page b, 1 when b is current; page a 0 = free slot
         self.ent_a: list[int] = []
         self.ent_b: list[int] = []
@@ -118,6 +121,7 @@ class Directory:
                 raise CorruptProtectedDirectory(f"directory block {b} is not where it belongs")
             d.blocks.append((p0, p1))
             d.block_cur.append(bcur)
+            d.bodies.append(bytearray(block))
             if bstale:
                 d.dirty.add(b)
             for i in range(d.per_block):
@@ -182,6 +186,9 @@ class Directory:
         b = len(self.blocks)
         self.blocks.append((p0, p1))
         self.block_cur.append(1)
+        body = bytearray(self.geo.block)
+        _U64.pack_into(body, fmt.DIR_COUNT_OFFSET, b)
+        self.bodies.append(body)
         self.new.add(b)
         self.dirty.add(b)
         self.index_dirty = True
@@ -197,7 +204,7 @@ class Directory:
         self.used += 1
         self.internal.update((pa, pb))
         self.uncommitted.add(slot)  # its content (zeros) is written in place, not copied
-        self.dirty.add(slot // self.per_block)
+        self._encode(slot)
         return slot
 
     def release_slot(self, slot: int) -> tuple[int, int]:
@@ -208,7 +215,7 @@ class Directory:
         self.internal.difference_update(pages)
         self.uncommitted.discard(slot)
         heapq.heappush(self.free_heap, slot)
-        self.dirty.add(slot // self.per_block)
+        self._encode(slot)
         return pages
 
     def write_target(self, slot: int) -> int:
@@ -220,8 +227,17 @@ class Directory:
         if slot not in self.uncommitted:
             self.ent_cur[slot] ^= 1
             self.uncommitted.add(slot)
-            self.dirty.add(slot // self.per_block)
+            self._encode(slot)
         return self.current_page(slot)
+
+    def _encode(self, slot: int) -> None:
+        """Patch the slot's entry into its block's bytes and mark the block for writing."""
+        b, i = divmod(slot, self.per_block)
+        pa = self.ent_a[slot]
+        w0 = pa | (_FLAG if pa and self.ent_cur[slot] else 0)
+        off = fmt.DIR_ENTRIES_OFFSET + 16 * i
+        fmt.DIR_ENTRY.pack_into(self.bodies[b], off, w0, self.ent_b[slot])
+        self.dirty.add(b)
 
     # -- commit --------------------------------------------------------------------------
 
@@ -234,18 +250,8 @@ class Directory:
             for b, pair in enumerate(self.blocks):
                 fmt.DIR_ENTRY.pack_into(body, fmt.DIR_ENTRIES_OFFSET + 16 * b, *pair)
             written += self._put(view, -1, self.index_pages, self.index_cur, body, generation, crc)
-        per = self.per_block
         for b in sorted(self.dirty):
-            body = bytearray(geo.block)
-            _U64.pack_into(body, fmt.DIR_COUNT_OFFSET, b)
-            for i in range(per):
-                slot = b * per + i
-                pa = self.ent_a[slot]
-                if pa:
-                    w0 = pa | (_FLAG if self.ent_cur[slot] else 0)
-                    off = fmt.DIR_ENTRIES_OFFSET + 16 * i
-                    fmt.DIR_ENTRY.pack_into(body, off, w0, self.ent_b[slot])
-            pages = self.blocks[b]
+            pages, body = self.blocks[b], self.bodies[b]
             written += self._put(view, b, pages, self.block_cur[b], body, generation, crc)
         return written
 
@@ -263,7 +269,7 @@ class Directory:
         target = pages[1 - cur]
         magic = fmt.DIR_INDEX_MAGIC if key < 0 else fmt.DIR_BLOCK_MAGIC
         fmt.BLOCK_HEADER.pack_into(body, 0, magic, 0, generation, target, 0)
-        struct.pack_into("<I", body, 4, crc(bytes(body[8:])))
+        struct.pack_into("<I", body, 4, crc(memoryview(body)[8:]))
         off = target * geo.page_size
         view[off : off + geo.block] = body
         if key in self.new:  # the other copy may hold bytes of an older attempt
