@@ -6,6 +6,7 @@ The public API is described in the README; everything listed in ``__all__`` is s
 from __future__ import annotations
 
 from . import _backend
+from .concurrent_pager import ConcurrentPager, PagerReader
 from .errors import (
     CorruptDirectoryIndex,
     CorruptMetadata,
@@ -45,6 +46,7 @@ __all__ = [
     "AllocatedPageIter",
     "AllocatedProtectedPageIter",
     "BulkPageAllocator",
+    "ConcurrentPager",
     "CorruptDirectoryIndex",
     "CorruptMetadata",
     "CorruptProtectedDirectory",
@@ -61,6 +63,7 @@ __all__ = [
     "PageId",
     "PageSizeMismatch",
     "Pager",
+    "PagerReader",
     "ProtectedPageId",
     "ProtectedPageWriter",
     "ProtectedPages",
