@@ -8,12 +8,14 @@ you care about). Durable operations are also shown as a multiple of the floor: o
 
 from __future__ import annotations
 
+import importlib
 import mmap
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from . import _backend
 from .pager import Pager
@@ -37,11 +39,22 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
     return best
 
 
-def msync_floor(directory: str, rounds: int = 50) -> float:
-    """Seconds for one msync(MS_SYNC) of one dirtied 4 KiB page."""
+def _median(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of single calls: what a durable call costs, syncs and all."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def msync_floor(directory: str, rounds: int = 200) -> tuple[float, float]:
+    """Median seconds for msync(MS_SYNC) of one dirtied 4 KiB page, and for pwrite+fdatasync."""
     fd, path = tempfile.mkstemp(dir=directory)
     try:
         os.ftruncate(fd, 1 << 20)
+        page = bytes(4096)
         with mmap.mmap(fd, 1 << 20) as m:
             m[:] = bytes(1 << 20)
             m.flush()
@@ -50,7 +63,13 @@ def msync_floor(directory: str, rounds: int = 50) -> float:
                 m[100] = (m[100] + 1) & 0xFF
                 m.flush(0, mmap.PAGESIZE)
 
-            return _best(one, rounds)
+            msync = _median(one, rounds)
+
+        def write_sync() -> None:
+            os.pwrite(fd, page, 8192)
+            os.fdatasync(fd)
+
+        return msync, _median(write_sync, rounds)
     finally:
         os.close(fd)
         os.unlink(path)
@@ -62,17 +81,31 @@ Record = Callable[[str, str, float, bool], None]
 def _measure_core(core: str, tmp: str, quick: bool, record: Record) -> None:
     """Time every operation on the active core, calling ``record(op, unit, seconds, durable)``."""
     n = 2000 if quick else 20000
+    rounds = 100 if quick else 500
     crc = _backend.CORE.crc32c
     path = os.path.join(tmp, "bench.mp")
     with Pager.create(path, 4096, sync=True) as p:
-        p.alloc_bulk(100)
-        pairs = 50 if core == "c" else 20
+        p.free_bulk(p.alloc_bulk(1000))
+        ids = p.alloc_bulk(100)
+        record("durable alloc()", "call", _median(p.alloc, rounds), True)
+        record("durable free()", "call", _median(lambda: p.free(ids.pop()), 100), True)
+        record4 = bytes(range(256)) * 16
+        ppid = p.alloc_protected()
 
-        def durable() -> None:
-            for _ in range(pairs):
-                p.free(p.alloc())
+        def replace() -> None:
+            with ppid.get_mut(p) as w:
+                w.page_mut()[:] = record4
 
-        record("durable alloc()", "call", _best(durable, 3) / (2 * pairs), True)
+        record("protected write + commit", "call", _median(replace, rounds), True)
+        record("alloc_protected()", "call", _median(p.alloc_protected, rounds), True)
+        p.free_bulk(p.alloc_bulk(100_000))  # grown once: time the call, not the growth
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            got = p.alloc_bulk(100_000)
+            times.append(time.perf_counter() - start)
+            p.free_bulk(got)
+        record("alloc_bulk(100000)", "call", statistics.median(times), True)
         with p.batch():
             alloc, free = p.alloc, p.free
 
@@ -100,12 +133,6 @@ def _measure_core(core: str, tmp: str, quick: bool, record: Record) -> None:
                 get(pid)
 
         record("get_page()", "call", _best(reads, 5) / len(ids), False)
-        bulk = 10_000
-
-        def bulk_pair() -> None:
-            p.free_bulk(p.alloc_bulk(bulk))
-
-        record("alloc_bulk+free_bulk(10000)", "page", _best(bulk_pair, 3) / bulk, False)
     small, big = bytes(4096), bytes(1 << 20)
 
     def crc_small() -> None:
@@ -114,6 +141,47 @@ def _measure_core(core: str, tmp: str, quick: bool, record: Record) -> None:
 
     record("crc32c 4 KiB", "4 KiB", _best(crc_small, 3) / 100, False)
     record("crc32c 1 MiB", "1 MiB", _best(lambda: crc(big), 3 if core == "c" else 1), False)
+
+
+def _optional(name: str) -> Any:
+    """An optional peer library (extra ``bench``), or None."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _lmdb_put(directory: str, lmdb: Any) -> float:
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        env = lmdb.open(tmp, map_size=1 << 30, sync=True, metasync=True)
+        value = bytes(range(256)) * 16
+
+        def put() -> None:
+            with env.begin(write=True) as txn:
+                txn.put(b"record", value)
+
+        seconds = _median(put, 100)
+        env.close()
+    return seconds
+
+
+def _peers(directory: str) -> list[tuple[str, float]]:
+    """The same work done by other libraries, where they are installed."""
+    out: list[tuple[str, float]] = []
+    lmdb = _optional("lmdb")
+    if lmdb is not None:
+        out.append(("LMDB durable put, 4 KiB value", _lmdb_put(directory, lmdb)))
+    google = _optional("google_crc32c")
+    if google is not None:
+        small, big = bytes(4096), bytes(1 << 20)
+
+        def crc_small() -> None:
+            for _ in range(100):
+                google.value(small)
+
+        out.append(("google-crc32c 4 KiB", _best(crc_small, 3) / 100))
+        out.append(("google-crc32c 1 MiB", _best(lambda: google.value(big), 3)))
+    return out
 
 
 def _measure(directory: str, quick: bool) -> list[Row]:
@@ -139,23 +207,29 @@ def _fmt(seconds: float) -> str:
 def run(directory: str | None = None, quick: bool = True) -> str:
     """Measure and return the table as text."""
     directory = directory or tempfile.gettempdir()
-    floor = msync_floor(directory)
+    floor, write_floor = msync_floor(directory)
     rows = _measure(directory, quick)
-    header = ("operation", "C core", "pure core", "pure / C", "x msync floor (C)")
+    header = ("operation", "C core", "pure core", "pure / C", "C / (2 x msync floor)")
     table = [header]
     for row in rows:
         c = row.per_core.get("c")
         py = row.per_core.get("python")
         ratio = f"{py / c:.1f}x" if c and py else "-"
-        multiple = f"{c / floor:.2f}" if row.durable and c else ""
+        multiple = f"{c / (2 * floor):.2f}" if row.durable and c else ""
         table.append(
             (row.operation, _fmt(c) if c else "-", _fmt(py) if py else "-", ratio, multiple)
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = [
-        f"msync floor (one 4 KiB page, {directory}): {_fmt(floor)}",
+        f"floor on {directory}: msync of one 4 KiB page {_fmt(floor)}, "
+        f"pwrite+fdatasync of one page {_fmt(write_floor)} (medians)",
+        "a durable call is one commit with two sync barriers: its floor is 2 x msync",
         "",
         *("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table),
     ]
-    lines.insert(3, "  ".join("-" * w for w in widths))
+    lines.insert(4, "  ".join("-" * w for w in widths))
+    peers = _peers(directory)
+    if peers:
+        lines += ["", "peers (same run):"]
+        lines += [f"  {name:<32} {_fmt(seconds)}" for name, seconds in peers]
     return "\n".join(lines)

@@ -16,7 +16,14 @@ from . import _backend
 from ._files import create_locked, open_locked
 from .aio import AsyncPagerMethods
 from .errors import DirectoryFull, DoubleFree, OutOfBounds, ReservedPage
-from .handles import PageId, ProtectedPageId, check_page_size, new_page_id, new_protected_id
+from .handles import (
+    PageId,
+    ProtectedPageId,
+    check_page_size,
+    new_page_id,
+    new_page_ids,
+    new_protected_id,
+)
 from .protected import Directory, ProtectedPageWriter
 from .reader import AllocatedPageIter, PageReader, StrPath, _wrong_handle
 
@@ -108,8 +115,7 @@ class Pager(PageReader, AsyncPagerMethods):
             return []
         indices = self._core.alloc_bulk(n)
         self._version += 1
-        ps = self._ps
-        return [new_page_id(i, ps) for i in indices]
+        return new_page_ids(indices, self._ps)
 
     def free_bulk(self, ids: Iterable[PageId]) -> None:
         """Free every id in one commit; one bad id (or a duplicate) frees nothing."""
