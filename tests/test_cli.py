@@ -1,15 +1,19 @@
-"""The command line: info and check."""
+"""The command line: info, check, dump and --help."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import mappedpages as mp
+from mappedpages.checker import check_file
 from mappedpages.cli import main
 
 
@@ -65,3 +69,217 @@ def test_missing_and_foreign_files(tmp_path: object) -> None:
 def test_no_command_is_a_usage_error() -> None:
     out = _cli()
     assert out.returncode == 2 and "usage" in out.stderr
+
+
+# -- dump -----------------------------------------------------------------------------------
+
+
+def _active(path: str) -> int:
+    """Which metadata copy the selector names: 0 (page 1) or 1 (page 2)."""
+    with open(path, "rb") as f:
+        f.seek(516)
+        return int(struct.unpack("<I", f.read(4))[0])
+
+
+def test_dump_superblock(core: str, path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with mp.Pager.create(path, 1024) as p:
+        p.alloc_bulk(4)
+    assert main(["dump", path, "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("00000000  4d 41 50 50 45 44 50 47")
+    assert lines[0].endswith("|MAPPEDPG........|")
+    assert "*" in lines  # the zeros after the identity collapse
+    assert len(lines) < 1024 // 16
+    assert lines[-1].startswith(f"{1024 - 16:08x}")  # the dump still shows where it ends
+    assert main(["dump", path, "2"]) == 0  # offsets count from the start of the file
+    assert capsys.readouterr().out.startswith("00000800  ")
+
+
+def test_dump_length(core: str, path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with mp.Pager.create(path, 1024):
+        pass
+    assert main(["dump", path, "0", "--length", "32"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 2 and "MAPPEDPG" in out
+    assert main(["dump", path, "0", "--length", "20"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].endswith("|....|")
+
+
+def test_dump_zero_collapse() -> None:
+    from mappedpages.cli import hex_lines
+
+    data = b"A" * 16 + bytes(64) + b"B" * 16
+    lines = list(hex_lines(data, 0x100))
+    assert [line.split()[0] for line in lines] == ["00000100", "00000110", "*", "00000150"]
+    zeros = "00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|"
+    # two zero lines: nothing to collapse; three: the middle one becomes "*"
+    assert list(hex_lines(bytes(32))) == [f"00000000  {zeros}", f"00000010  {zeros}"]
+    assert list(hex_lines(bytes(48))) == [f"00000000  {zeros}", "*", f"00000020  {zeros}"]
+    assert list(hex_lines(b"xyz")) == ["00000000  78 79 7a" + " " * 41 + "|xyz|"]
+
+
+@pytest.mark.parametrize("page", ["16", "-1", "99999", "abc"])
+def test_dump_bad_page(core: str, path: str, page: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with mp.Pager.create(path, 1024):
+        pass
+    assert os.path.getsize(path) // 1024 == 16
+    assert main(["dump", path, page]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "Traceback" not in captured.err and "dump" in captured.err
+    assert main(["dump", path, "15"]) == 0  # the last page is fine
+
+
+def test_dump_foreign_and_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for content in (b"not a page file\n" * 200, b"MAPPEDPG", b""):
+        foreign = tmp_path / "foreign.bin"
+        foreign.write_bytes(content)
+        assert main(["dump", str(foreign), "0"]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert len(captured.err.strip().splitlines()) == 1
+        assert "not a mappedpages file" in captured.err
+    out = _cli("dump", str(tmp_path / "foreign.bin"), "0")  # and in a real process
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert main(["dump", str(tmp_path / "nope.mp"), "0"]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_dump_while_a_writer_holds_the_file(
+    core: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with mp.Pager.create(path, 1024) as p:
+        (page,) = p.alloc_bulk(1)
+        assert main(["dump", path, str(int(page)), "-n", "16"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+# -- check ----------------------------------------------------------------------------------
+
+
+def test_check_sound_file(core: str, path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with mp.Pager.create(path, 1024) as p:
+        p.alloc_bulk(5)
+    assert main(["check", path]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1 and "OK" in out and "0 problems" in out
+    assert main(["check", "--verbose", path]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_check_verbose_lists_problems(
+    core: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with mp.Pager.create(path, 1024) as p:
+        p.alloc_bulk(5)
+        p.alloc_bulk(3)
+    with open(path, "r+b") as f:  # flip a byte of the active metadata copy
+        f.seek((1 + _active(path)) * 1024 + 200)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    report = check_file(path, mp.crc32c)
+    assert not report.ok
+    assert main(["check", path]) == 1
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1
+    n = len(report.problems)
+    assert f"{n} problem" in out and report.problems[0] in out
+    assert main(["check", "--verbose", path]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert f"{n} problem" in lines[0]
+    listed = [line for line in lines[1:] if line.startswith("  problem: ")]
+    assert [line.removeprefix("  problem: ") for line in listed] == report.problems
+    assert any("selector" in line for line in listed)
+    notes = [line for line in lines[1:] if line.startswith("  note: ")]
+    assert len(listed) + len(notes) == len(lines) - 1
+
+
+def test_check_verbose_shows_notes(
+    core: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with mp.Pager.create(path, 1024) as p:
+        p.alloc_bulk(2)
+    with open(path, "r+b") as f:  # a torn selector: recoverable, a note and not a problem
+        f.seek(512)
+        f.write(b"\x00" * 4)
+    assert main(["check", "-v", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "OK" in lines[0] and "1 note" in lines[0]
+    assert lines[1].startswith("  note: ") and "selector" in lines[1]
+
+
+class _FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_check_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mappedpages.cli import _Progress
+
+    tty = _FakeTTY()
+    progress = _Progress(tty)
+    for k in range(0, 3000, 1024):
+        progress(k, 3000)
+    progress(3000, 3000)
+    progress.clear()
+    text = tty.getvalue()
+    assert "\rchecking: 0/3000 groups" in text and "checking: 3000/3000 groups" in text
+    assert text.endswith("\r") and "\n" not in text
+    small = _FakeTTY()  # few groups: nothing shown
+    progress = _Progress(small)
+    progress(0, 1024)
+    progress(1024, 1024)
+    progress.clear()
+    assert small.getvalue() == ""
+    pipe = io.StringIO()  # not a terminal: nothing shown
+    progress = _Progress(pipe)
+    progress(0, 5000)
+    progress.clear()
+    assert pipe.getvalue() == ""
+
+
+def test_check_quiet_stderr_when_not_a_tty(
+    core: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with mp.Pager.create(path, 1024) as p:
+        p.alloc_bulk(2)
+    assert main(["check", path]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# -- help and info --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [[], ["info"], ["check"], ["dump"], ["bench"]])
+def test_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: mappedpages" in out and "exit status" in out
+    for code in ("0  success", "1  problems found", "2  usage error"):
+        assert code in out
+
+
+def test_module_docstring_documents_exit_codes() -> None:
+    import mappedpages.cli as cli
+
+    doc = cli.__doc__ or ""
+    assert "Exit status" in doc and all(f"* {code} --" in doc for code in (0, 1, 2))
+
+
+def test_info_protected_pages(core: str, path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with mp.Pager.create(path, 1024) as p:
+        p.alloc_bulk(2)
+        p.alloc_protected_bulk(3)
+    assert main(["info", path]) == 0
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("protected pages")]
+    assert line.split()[-1] == "3"
+    assert main(["info", "--json", path]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["protected_pages"] == 3 and info["directory_pages"] > 0 and info["ok"] is True
+    assert info["allocated_data_pages"] == 2

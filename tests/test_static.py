@@ -16,7 +16,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_clean() -> None:
-    out = _run("ruff", "check", "src", "tests", "benchmarks", "fuzz")
+    out = _run("ruff", "check", "src", "tests", "benchmarks", "fuzz", "examples")
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -1,26 +1,86 @@
-"""The ``mappedpages`` command line.
+"""The ``mappedpages`` command line: ``info``, ``check``, ``dump`` and ``bench``.
 
-Exit status: 0 = success (for ``check``: the file is sound), 1 = ``check`` found problems,
-2 = the command could not run (missing file, unreadable file, bad arguments).
+Every command reads files with ``pread`` only: none maps a file or takes its lock, so each
+works on a file that a writer holds open.
+
+Exit status:
+
+* 0 -- success (for ``check``: the file is sound);
+* 1 -- ``check`` found problems, or the file is not a mappedpages file;
+* 2 -- the command could not run: bad arguments (usage error, ``dump`` of a page outside the
+  file), or a missing or unreadable file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
+from typing import TextIO
 
 from . import _backend
+from . import format as fmt
 from .checker import Report, check_file
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_ERROR = 2
 
+EXIT_CODES = """\
+exit status:
+  0  success (check: the file is sound)
+  1  problems found, or not a mappedpages file
+  2  usage error, or a missing or unreadable file"""
+
+PROGRESS_MIN_GROUPS = 1024  # show progress only for files with more bitmap groups than this
+BYTES_PER_LINE = 16
+
+
+class _Fail(Exception):
+    """A one-line error for the user: printed to stderr, then exit with ``code``."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- progress -------------------------------------------------------------------------------
+
+
+class _Progress:
+    """The ``progress`` callback of ``check_file``: a ``checking: k/n groups`` line on a TTY."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.width = 0  # length of the line on screen, 0 when nothing is shown
+
+    def __call__(self, done: int, total: int) -> None:
+        if total <= PROGRESS_MIN_GROUPS or not self.stream.isatty():
+            return
+        line = f"checking: {done}/{total} groups"
+        self.stream.write("\r" + line.ljust(self.width))
+        self.stream.flush()
+        self.width = len(line)
+
+    def clear(self) -> None:
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
 
 def _inspect(path: str) -> Report:
-    return check_file(path, _backend.CORE.crc32c)
+    progress = _Progress(sys.stderr)
+    try:
+        return check_file(path, _backend.CORE.crc32c, progress)
+    finally:
+        progress.clear()
+
+
+# -- info and check -------------------------------------------------------------------------
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -28,7 +88,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if not r.page_size:  # not even the superblock could be read
         print(f"{args.file}: {r.problems[0]}")
         return EXIT_PROBLEMS
-    fields = {
+    fields: dict[str, object] = {
         "file": r.path,
         "file size": r.file_size,
         "format version": r.format_version,
@@ -36,11 +96,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "page count": r.page_count,
         "free pages": r.free_count,
         "allocated data pages": r.allocated_data_pages,
+        "protected pages": r.protected_pages,
+        "directory pages": r.directory_pages,
         "generation": r.generation,
         "active metadata": r.active,
         "bitmap groups": r.groups,
-        "protected pages": r.protected_pages,
-        "directory pages": r.directory_pages,
     }
     if args.json:
         print(json.dumps({k.replace(" ", "_"): v for k, v in fields.items()} | {"ok": r.ok}))
@@ -53,20 +113,102 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     r = _inspect(args.file)
+    notes = f", {_plural(len(r.notes), 'note')}" if r.notes else ""
     if r.ok:
         print(
-            f"{args.file}: OK (generation {r.generation}, {r.page_count} pages, "
-            f"{r.free_count} free, {r.groups} bitmap groups)"
+            f"{args.file}: OK, 0 problems (generation {r.generation}, {r.page_count} pages, "
+            f"{r.free_count} free, {_plural(r.groups, 'bitmap group')}{notes})"
         )
+    elif args.verbose:
+        print(f"{args.file}: {_plural(len(r.problems), 'problem')}{notes}")
+    else:
+        more = "; --verbose lists all" if len(r.problems) > 1 or r.notes else ""
+        print(f"{args.file}: {_plural(len(r.problems), 'problem')}{notes}: {r.problems[0]}{more}")
+    if args.verbose:
+        for problem in r.problems:
+            print(f"  problem: {problem}")
         for note in r.notes:
             print(f"  note: {note}")
-        return EXIT_OK
-    print(f"{args.file}: {len(r.problems)} problem(s)")
-    for problem in r.problems:
-        print(f"  - {problem}")
-    return EXIT_PROBLEMS
+    return EXIT_OK if r.ok else EXIT_PROBLEMS
+
+
+# -- dump -----------------------------------------------------------------------------------
+
+
+def _page_size(fd: int) -> int:
+    """The page size named by the superblock; ``_Fail`` (exit 1) for a foreign file."""
+    head = os.pread(fd, fmt.IDENTITY.size, 0)
+    if len(head) < fmt.IDENTITY.size:
+        raise _Fail("not a mappedpages file: shorter than a superblock", EXIT_PROBLEMS)
+    magic, _version, page_size = fmt.IDENTITY.unpack(head)
+    if magic != fmt.MAGIC:
+        raise _Fail("not a mappedpages file: bad magic", EXIT_PROBLEMS)
+    if not fmt.valid_page_size(page_size):
+        raise _Fail(f"not a mappedpages file: invalid page size {page_size}", EXIT_PROBLEMS)
+    return int(page_size)
+
+
+def _parse_page(text: str, page_count: int) -> int:
+    try:
+        page = int(text, 0)
+    except ValueError:
+        raise _Fail(f"page {text!r} is not an integer", EXIT_ERROR) from None
+    if not 0 <= page < page_count:
+        raise _Fail(f"page {page} is outside the file (pages 0..{page_count - 1})", EXIT_ERROR)
+    return page
+
+
+def hex_lines(data: bytes, offset: int = 0) -> Iterator[str]:
+    """``data`` as ``hexdump -C`` lines, offsets starting at ``offset``.
+
+    A run of identical all-zero lines shows as its first line and ``*``; when the run reaches
+    the end of ``data`` its last line follows, so the extent of the dump stays visible.
+    """
+    zero = bytes(BYTES_PER_LINE)
+    end = len(data)
+    in_run = False
+    for start in range(0, end, BYTES_PER_LINE):
+        chunk = data[start : start + BYTES_PER_LINE]
+        last = start + BYTES_PER_LINE >= end
+        if chunk == zero and start and data[start - BYTES_PER_LINE : start] == zero and not last:
+            if not in_run:
+                yield "*"
+                in_run = True
+            continue
+        in_run = False
+        yield _hex_line(chunk, offset + start)
+
+
+def _hex_line(chunk: bytes, offset: int) -> str:
+    halves = (chunk[:8], chunk[8:BYTES_PER_LINE])
+    hexes = "  ".join(" ".join(f"{b:02x}" for b in half) for half in halves)
+    text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
+    return f"{offset:08x}  {hexes:<{3 * BYTES_PER_LINE - 1}}  |{text}|"
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    if args.length is not None and args.length < 1:
+        raise _Fail(f"--length must be at least 1, not {args.length}", EXIT_ERROR)
+    fd = os.open(args.file, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        page_size = _page_size(fd)
+        page = _parse_page(args.page, os.fstat(fd).st_size // page_size)
+        length = page_size if args.length is None else min(args.length, page_size)
+        data = os.pread(fd, length, page * page_size)
+    finally:
+        os.close(fd)
+    for line in hex_lines(data, page * page_size):
+        print(line)
+    return EXIT_OK
+
+
+# -- bench ----------------------------------------------------------------------------------
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -76,22 +218,84 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- the parser -----------------------------------------------------------------------------
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=80)
+
+
 def _parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="mappedpages", description="Inspect, verify and benchmark mappedpages files."
+        prog="mappedpages",
+        description=_wrap(
+            "Inspect, verify and benchmark mappedpages files. Every command reads the file "
+            "without mapping or locking it, so it works on a file a writer holds open."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=raw,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="show a file's page size, counts and commit state")
-    info.add_argument("file")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, summary: str, description: str, run: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(
+            name,
+            help=summary,
+            description=_wrap(description),
+            epilog=EXIT_CODES,
+            formatter_class=raw,
+        )
+        p.set_defaults(run=run)
+        return p
+
+    info = command(
+        "info",
+        "show a file's page size, counts and commit state",
+        "Show a file's geometry, page counts (data, protected, directory), generation and "
+        "active metadata copy.",
+        _cmd_info,
+    )
+    info.add_argument("file", metavar="FILE", help="a mappedpages file")
     info.add_argument("--json", action="store_true", help="print one JSON object")
-    info.set_defaults(run=_cmd_info)
-    check = sub.add_parser("check", help="verify every checksum and invariant (exit 0 if sound)")
-    check.add_argument("file")
-    check.set_defaults(run=_cmd_check)
-    bench = sub.add_parser("bench", help="time the C core against the pure-Python core")
+
+    check = command(
+        "check",
+        "verify every checksum and invariant (exit 0 if sound)",
+        "Verify every checksum and invariant of a file: superblock, both metadata copies, "
+        "every bitmap group and the protected-page directory. Prints one line with the number "
+        "of problems; shows progress on stderr for large files when stderr is a terminal.",
+        _cmd_check,
+    )
+    check.add_argument("file", metavar="FILE", help="a mappedpages file")
+    check.add_argument(
+        "-v", "--verbose", action="store_true", help="list every problem and note on its own line"
+    )
+
+    dump = command(
+        "dump",
+        "hex view of one page",
+        "Print one page as hex and ASCII (like 'hexdump -C'), offsets counted from the start "
+        "of the file. Runs of all-zero lines collapse into '*'.",
+        _cmd_dump,
+    )
+    dump.add_argument("file", metavar="FILE", help="a mappedpages file")
+    dump.add_argument("page", metavar="PAGE", help="page number, from 0 (the superblock)")
+    dump.add_argument(
+        "-n", "--length", type=int, metavar="N", help="show only the first N bytes of the page"
+    )
+
+    bench = command(
+        "bench",
+        "time the C core against the pure-Python core",
+        "Time common operations on the C core and on the pure-Python core.",
+        _cmd_bench,
+    )
     bench.add_argument("--dir", help="directory for the temporary file (default: $TMPDIR)")
     bench.add_argument("--full", action="store_true", help="more iterations (slower, steadier)")
-    bench.set_defaults(run=_cmd_bench, file=None)
+    bench.set_defaults(file=None)
     return parser
 
 
@@ -99,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
+    except _Fail as exc:
+        print(f"mappedpages {args.command}: {args.file}: {exc}", file=sys.stderr)
+        return exc.code
     except OSError as exc:
         print(
             f"mappedpages {args.command}: {exc.filename or args.file}: {exc.strerror}",
