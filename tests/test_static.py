@@ -23,3 +23,9 @@ def test_ruff_clean() -> None:
 def test_mypy_strict_clean() -> None:
     out = _run("mypy")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_generic_user_code_type_checks() -> None:
+    """Handles and protocols are precise enough for a user's generic helpers under --strict."""
+    out = _run("mypy", "--strict", "tests/typing/generic_user_code.py")
+    assert out.returncode == 0, out.stdout + out.stderr
