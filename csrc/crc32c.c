@@ -65,6 +65,35 @@ static inline uint32_t shift(uint32_t s[4][256], uint32_t c) {
 #define HAVE_HW 1
 #include <nmmintrin.h>
 
+/* Three streams over blocks of `block` bytes each, combined with `shift_table`. Inlined for
+ * each block size, so the compiler sees a constant stride. */
+__attribute__((target("sse4.2"), always_inline)) static inline uint64_t hw_streams(
+    uint64_t c, const unsigned char **pp, size_t *lenp, size_t block, uint32_t shift_table[4][256]) {
+    const unsigned char *p = *pp;
+    size_t len = *lenp;
+    while (len >= 3 * block) {
+        uint64_t c1 = 0, c2 = 0;
+        const unsigned char *end = p + block;
+        do {
+            uint64_t a, b, d;
+            memcpy(&a, p, 8);
+            memcpy(&b, p + block, 8);
+            memcpy(&d, p + 2 * block, 8);
+            c = _mm_crc32_u64(c, a);
+            c1 = _mm_crc32_u64(c1, b);
+            c2 = _mm_crc32_u64(c2, d);
+            p += 8;
+        } while (p < end);
+        c = shift(shift_table, (uint32_t)c) ^ (uint32_t)c1;
+        c = shift(shift_table, (uint32_t)c) ^ (uint32_t)c2;
+        p += 2 * block;
+        len -= 3 * block;
+    }
+    *pp = p;
+    *lenp = len;
+    return c;
+}
+
 __attribute__((target("sse4.2"))) static uint32_t hw_register(uint32_t c0, const unsigned char *p,
                                                               size_t len) {
     uint64_t c = c0;
@@ -72,42 +101,8 @@ __attribute__((target("sse4.2"))) static uint32_t hw_register(uint32_t c0, const
         c = _mm_crc32_u8((uint32_t)c, *p++);
         len--;
     }
-    while (len >= 3 * LONG_BLOCK) {
-        uint64_t c1 = 0, c2 = 0;
-        const unsigned char *end = p + LONG_BLOCK;
-        do {
-            uint64_t a, b, d;
-            memcpy(&a, p, 8);
-            memcpy(&b, p + LONG_BLOCK, 8);
-            memcpy(&d, p + 2 * LONG_BLOCK, 8);
-            c = _mm_crc32_u64(c, a);
-            c1 = _mm_crc32_u64(c1, b);
-            c2 = _mm_crc32_u64(c2, d);
-            p += 8;
-        } while (p < end);
-        c = shift(shift_long, (uint32_t)c) ^ (uint32_t)c1;
-        c = shift(shift_long, (uint32_t)c) ^ (uint32_t)c2;
-        p += 2 * LONG_BLOCK;
-        len -= 3 * LONG_BLOCK;
-    }
-    while (len >= 3 * SHORT_BLOCK) {
-        uint64_t c1 = 0, c2 = 0;
-        const unsigned char *end = p + SHORT_BLOCK;
-        do {
-            uint64_t a, b, d;
-            memcpy(&a, p, 8);
-            memcpy(&b, p + SHORT_BLOCK, 8);
-            memcpy(&d, p + 2 * SHORT_BLOCK, 8);
-            c = _mm_crc32_u64(c, a);
-            c1 = _mm_crc32_u64(c1, b);
-            c2 = _mm_crc32_u64(c2, d);
-            p += 8;
-        } while (p < end);
-        c = shift(shift_short, (uint32_t)c) ^ (uint32_t)c1;
-        c = shift(shift_short, (uint32_t)c) ^ (uint32_t)c2;
-        p += 2 * SHORT_BLOCK;
-        len -= 3 * SHORT_BLOCK;
-    }
+    c = hw_streams(c, &p, &len, LONG_BLOCK, shift_long);
+    c = hw_streams(c, &p, &len, SHORT_BLOCK, shift_short);
     while (len >= 8) {
         uint64_t a;
         memcpy(&a, p, 8);

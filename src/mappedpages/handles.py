@@ -39,6 +39,15 @@ def _check_index(index: object) -> int:
     return index
 
 
+def check_count(n: object) -> int:
+    """The ``n`` of a bulk call: an int >= 0."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, not {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, not {n}")
+    return n
+
+
 def check_page_size(page_size: object) -> int:
     if not valid_page_size(page_size):
         raise InvalidPageSize(

@@ -19,6 +19,7 @@ from .errors import DirectoryFull, DoubleFree, OutOfBounds, ReservedPage
 from .handles import (
     PageId,
     ProtectedPageId,
+    check_count,
     check_page_size,
     new_page_id,
     new_page_ids,
@@ -107,11 +108,7 @@ class Pager(PageReader, AsyncPagerMethods):
 
     def alloc_bulk(self, n: int) -> list[PageId]:
         """Allocate ``n`` pages in one commit."""
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, not {type(n).__name__}")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, not {n}")
-        if n == 0:
+        if check_count(n) == 0:
             return []
         indices = self._core.alloc_bulk(n)
         self._version += 1
@@ -151,11 +148,7 @@ class Pager(PageReader, AsyncPagerMethods):
 
     def alloc_protected_bulk(self, n: int) -> list[ProtectedPageId]:
         """Allocate ``n`` protected pages in one commit: all of them or, on failure, none."""
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, not {type(n).__name__}")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, not {n}")
-        if n == 0:
+        if check_count(n) == 0:
             return []
         if n > self._dir.room():
             raise DirectoryFull(f"room for {self._dir.room()} more protected pages, not {n}")

@@ -15,7 +15,7 @@ from operator import itemgetter
 from typing import Any
 
 from .errors import DoubleFree, InvalidPageSize, OutOfBounds, PageSizeMismatch, Unavailable
-from .handles import PageId
+from .handles import PageId, check_count
 from .pager import Pager
 
 __all__ = ["SubPageAllocator", "SubPageId"]
@@ -312,10 +312,7 @@ class SubPageAllocator:
         On failure the allocator and the pager are left as they were.
         """
         pager = self._live()
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, not {type(n).__name__}")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, not {n}")
+        check_count(n)
         used = self._used
         sub = self._sub
         out: list[SubPageId] = []
