@@ -1,6 +1,6 @@
 """atheris fuzz target: mutated mappedpages files through every entry point of the C core.
 
-    fuzz/run.sh [atheris/libFuzzer options, e.g. -runs=1000000]
+    fuzz/run.sh [libFuzzer options, e.g. -runs=1000000]  (coverage-guided, then replayed under ASan)
 
 Each input is read as a recipe: which real base file to start from and which mutations to
 apply (bit flips, bytes, 64-bit values in header fields, truncation), so that the fuzzer
