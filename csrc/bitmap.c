@@ -18,28 +18,41 @@ int mp_bitmap_resize(mp_bitmap *b, uint64_t nbits) {
     } while (want[levels - 1] > 1 && levels < MP_BITMAP_LEVELS);
     if (want[levels - 1] > 1) return -1;
 
-    uint64_t *fresh[MP_BITMAP_LEVELS] = {0};
+    /* realloc keeps what is there (and moves large blocks without copying), so growth costs
+     * the new words only, not the whole file's bitmap */
+    uint64_t old[MP_BITMAP_LEVELS] = {0};
+    for (int i = 0; i < b->levels; i++) old[i] = b->words[i];
     for (int i = 0; i < levels; i++) {
-        if (want[i] > SIZE_MAX / 8) goto fail;
-        fresh[i] = malloc((size_t)want[i] * 8);
-        if (!fresh[i]) goto fail;
+        if (want[i] > SIZE_MAX / 8) return -1;
+        uint64_t *p = realloc(i < b->levels ? b->level[i] : NULL, (size_t)want[i] * 8);
+        if (!p) { /* what was reallocated so far is only larger; drop levels not in use */
+            for (int j = b->levels; j < i; j++) {
+                free(b->level[j]);
+                b->level[j] = NULL;
+            }
+            return -1;
+        }
+        b->level[i] = p;
     }
-    /* level 0 keeps its bits; summary levels are rebuilt below */
-    uint64_t keep = b->levels ? (b->words[0] < want[0] ? b->words[0] : want[0]) : 0;
-    if (keep) memcpy(fresh[0], b->level[0], (size_t)keep * 8);
-    memset(fresh[0] + keep, 0, (size_t)(want[0] - keep) * 8);
-    mp_bitmap_release(b);
-    for (int i = 0; i < levels; i++) {
-        b->level[i] = fresh[i];
-        b->words[i] = want[i];
+    int same_shape = levels == b->levels && want[0] >= old[0];
+    for (int i = levels; i < b->levels; i++) {
+        free(b->level[i]);
+        b->level[i] = NULL;
     }
+    if (want[0] > old[0]) memset(b->level[0] + old[0], 0, (size_t)(want[0] - old[0]) * 8);
+    for (int i = 0; i < levels; i++) b->words[i] = want[i];
     b->levels = levels;
     b->nbits = want[0] * 64;
-    mp_bitmap_summarise(b);
+    if (!same_shape) { /* a new level, or shrinking (rollback of a growth): rebuild */
+        mp_bitmap_summarise(b);
+        return 0;
+    }
+    /* new summary words start as "full" (right for padding), then every position that now
+     * stands for a real word below is recomputed */
+    for (int i = 1; i < levels; i++)
+        if (want[i] > old[i]) memset(b->level[i] + old[i], 0xff, (size_t)(want[i] - old[i]) * 8);
+    if (want[0] > old[0]) mp_bitmap_summarise_words(b, old[0] ? old[0] - 1 : 0, want[0] - 1);
     return 0;
-fail:
-    for (int i = 0; i < levels; i++) free(fresh[i]);
-    return -1;
 }
 
 void mp_bitmap_release(mp_bitmap *b) {

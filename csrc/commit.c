@@ -39,7 +39,7 @@ static void write_block(mp_core *c, uint64_t page, const char *magic, uint64_t k
 }
 
 int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi) {
-    uint64_t os = (uint64_t)sysconf(_SC_PAGESIZE);
+    const uint64_t os = c->os_page;
     lo = lo / os * os;
     hi = (hi + os - 1) / os * os;
     if (hi > c->map_len) hi = c->map_len;

@@ -19,8 +19,9 @@ struct mp_core {
     pthread_mutex_t lock;
     int fd;
     int open, writable, sync, prealloc, manual;
-    int closed, poisoned, in_batch, grew, pending;
+    int closed, poisoned, in_batch, grew;
     mp_geometry geo;
+    uint64_t os_page; /* msync works on whole OS pages */
 
     unsigned char *map; /* the whole file's first map_len bytes */
     uint64_t map_len;
@@ -36,9 +37,9 @@ struct mp_core {
 
     mp_bitmap bits;
     uint8_t *gflags;      /* per group: G_* */
-    uint64_t gcap;        /* groups gflags has room for */
+    uint64_t gcap;        /* groups gflags and touched have room for */
     uint64_t *touched;    /* groups with G_DIRTY or G_STALE, each once */
-    uint64_t ntouched, tcap;
+    uint64_t ntouched;
 
     /* a commit in progress; staged pages widen the span before it starts */
     uint64_t sync_lo, sync_hi; /* bytes [lo, hi) of the mapping written for the commit */
@@ -50,7 +51,7 @@ struct mp_core {
 int mp__fail(mp_core *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int mp__fail_os(mp_core *c, int err, const char *what);
 
-int mp__touch(mp_core *c, uint64_t k, unsigned flag);
+void mp__touch(mp_core *c, uint64_t k, unsigned flag);
 int mp__group_room(mp_core *c, uint64_t groups);
 int mp__map(mp_core *c, uint64_t len);
 int mp__commit(mp_core *c);

@@ -91,14 +91,13 @@ int mp__group_room(mp_core *c, uint64_t groups) {
     uint64_t *t = realloc(c->touched, (size_t)cap * 8);
     if (!t) return mp__fail(c, MP_E_NO_MEMORY, "out of memory for %llu bitmap groups", (unsigned long long)groups);
     c->touched = t;
-    c->gcap = c->tcap = cap;
+    c->gcap = cap;
     return 0;
 }
 
-int mp__touch(mp_core *c, uint64_t k, unsigned flag) {
+void mp__touch(mp_core *c, uint64_t k, unsigned flag) {
     if (!(c->gflags[k] & (G_DIRTY | G_STALE))) c->touched[c->ntouched++] = k;
     c->gflags[k] |= (uint8_t)flag;
-    return 0;
 }
 
 /* Generation of a valid block at `page` of the mapping or of `data`, 0 for an invalid one. */
@@ -263,6 +262,7 @@ int mp_open(mp_core *c, int fd, uint32_t page_size, int flags) {
     if (page_size && !mp_valid_page_size(page_size))
         return mp__fail(c, MP_E_PAGE_SIZE, "page size %u is not a power of two between 1024 and 2**28", page_size);
     c->fd = fd;
+    c->os_page = (uint64_t)sysconf(_SC_PAGESIZE);
     c->writable = !!(flags & MP_WRITABLE);
     c->sync = !!(flags & MP_SYNC);
     c->prealloc = !!(flags & MP_PREALLOCATE);

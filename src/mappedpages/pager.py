@@ -179,7 +179,8 @@ class Pager(PageReader, AsyncPagerMethods):
     def protected_writer(self, ppid: ProtectedPageId) -> ProtectedPageWriter:
         """A writer for the page (also ``ppid.get_mut(pager)``): stage, then commit."""
         slot = self._protected_slot(ppid)
-        content = bytes(self.get_protected_page(ppid))
+        start = self._dir.current_page(slot) * self._ps
+        content = self._core.mapping()[start : start + self._ps].tobytes()
         return ProtectedPageWriter(self, ppid, self._dir.serial[slot], content)
 
     def _commit_protected(self, ppid: ProtectedPageId, serial: int, content: bytearray) -> None:

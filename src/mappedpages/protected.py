@@ -71,7 +71,6 @@ class Directory:
         self.ent_cur: list[int] = []
         self.serial: list[int] = []  # changes whenever a slot is allocated: stale writers notice
         self.free_heap: list[int] = []
-        self.used = 0
         self.internal: set[int] = set()  # every page the directory uses
         self.dirty: set[int] = set()  # blocks to write at the next commit
         self.index_dirty = False
@@ -144,9 +143,7 @@ class Directory:
         self.ent_b.append(pb)
         self.ent_cur.append(cur)
         self.serial.append(0)
-        if pa:
-            self.used += 1
-        else:
+        if not pa:
             heapq.heappush(self.free_heap, slot)
 
     @property
@@ -201,7 +198,6 @@ class Directory:
         self.ent_a[slot], self.ent_b[slot], self.ent_cur[slot] = pa, pb, 0
         self._serial += 1
         self.serial[slot] = self._serial
-        self.used += 1
         self.internal.update((pa, pb))
         self.uncommitted.add(slot)  # its content (zeros) is written in place, not copied
         self._encode(slot)
@@ -211,7 +207,6 @@ class Directory:
         pages = (self.ent_a[slot], self.ent_b[slot])
         self.ent_a[slot] = self.ent_b[slot] = self.ent_cur[slot] = 0
         self.serial[slot] = 0
-        self.used -= 1
         self.internal.difference_update(pages)
         self.uncommitted.discard(slot)
         heapq.heappush(self.free_heap, slot)

@@ -286,7 +286,7 @@ class AllocatedPageIter(Iterator[PageId]):
     def __next__(self) -> PageId:
         pager = self._pager
         if pager._version != self._version:
-            if isinstance(pager._core, _DeadCore):
+            if pager._closed_or_dead():
                 raise Unavailable("the pager was closed while iterating")
             raise RuntimeError("allocation state changed during iteration")
         internal = pager._internal  # pages of the protected-page directory are not data pages

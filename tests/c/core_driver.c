@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bitmap.h"
 #include "mappedpages.h"
 
 static int failures;
@@ -63,6 +64,35 @@ static void crc_paths_agree(void) {
         CHECK(mp_crc32c(mp_crc32c(0, buf + off, cut), buf + off + cut, len - cut) == best);
     }
     CHECK(mp_crc32c(0, (const unsigned char *)"123456789", 9) == 0xE3069283u);
+}
+
+/* The summary bitmap against a plain scan, through growth, shrinking and random bit flips. */
+static void bitmap_matches_naive(void) {
+    mp_bitmap b = {0};
+    uint64_t size = 0;
+    for (int round = 0; round < 400; round++) {
+        uint64_t next = round % 37 == 36 ? size / 2 : size + 1 + rnd() % (round < 300 ? 5000 : 300000);
+        CHECK(mp_bitmap_resize(&b, next) == 0);
+        if (next < size) { /* as a rollback does: bits past the end are cleared */
+            mp_bitmap_trim(&b, next);
+            mp_bitmap_summarise(&b);
+        }
+        size = b.nbits;
+        for (int k = 0; k < 200; k++) {
+            uint64_t i = rnd() % size;
+            if (rnd() % 3) mp_bitmap_set(&b, i); else mp_bitmap_clear(&b, i);
+        }
+        if (rnd() % 4 == 0) /* fill everything up to a point: long runs of full words */
+            for (uint64_t i = 0; i < size * 3 / 4; i++) mp_bitmap_set(&b, i);
+        uint64_t naive = UINT64_MAX;
+        for (uint64_t i = 0; i < size; i++)
+            if (!mp_bitmap_get(&b, i)) {
+                naive = i;
+                break;
+            }
+        CHECK(mp_bitmap_first_clear(&b) == naive);
+    }
+    mp_bitmap_release(&b);
 }
 
 static uint64_t count_scan(mp_core *c) {
@@ -213,6 +243,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     crc_paths_agree();
+    bitmap_matches_naive();
     workload(argv[1]);
     hostile(argv[2], argv[3], atol(argv[4]));
     if (failures) fprintf(stderr, "%d checks failed\n", failures);
