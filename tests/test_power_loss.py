@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import mappedpages as mp
-from helpers import check_ok, count
+from helpers import check_ok, count, pager_state
 from mappedpages.checker import check_file
 from mappedpages.handles import ProtectedPageId
 
@@ -91,7 +91,7 @@ class Harness:
         report = check_file(probe, mp.crc32c)
         assert report.ok, report.problems
         with mp.Pager.open(probe, sync=False) as p:
-            self.seen.append(_state(p))
+            self.seen.append(pager_state(p))
         count("crash images: opened, checked, state compared")
         if self.images % 8 == 0:  # and life goes on after the crash
             _continue_on(probe)
@@ -115,20 +115,11 @@ def _continue_on(path: str) -> None:
         ppid = p.alloc_protected()
         with ppid.get_mut(p) as w:
             w.page_mut()[:5] = b"after"
-        expected = _state(p)
+        expected = pager_state(p)
     check_ok(path)
     with mp.Pager.open(path) as p:
-        assert _state(p) == expected
+        assert pager_state(p) == expected
         assert bytes(p.get_protected_page(ppid)[:5]) == b"after"
-
-
-def _state(p: mp.Pager) -> tuple[list[int], list[tuple[int, int]]]:
-    """Regular pages in use, and each protected page with a checksum of its content."""
-    regular = [int(x) for x in p.iter_allocated_pages()]
-    protected = [
-        (int(x), mp.crc32c(p.get_protected_page(x))) for x in p.iter_allocated_protected_pages()
-    ]
-    return regular, protected
 
 
 @pytest.mark.parametrize("prefill", [0, 7300], ids=["group0", "group1"])
@@ -145,9 +136,9 @@ def test_every_barrier_of_every_call(core: str, tmp_path: object, prefill: int) 
         p._core.set_barrier_hook(h.barrier)
 
         def step(call: Callable[[], object], expect: Callable[[list[int]], list[int]]) -> object:
-            before = _state(p)
+            before = pager_state(p)
             result = call()
-            after = _state(p)
+            after = pager_state(p)
             assert after[0] == expect(list(before[0]))
             h.settle(before, after)
             return result
@@ -226,9 +217,9 @@ def test_every_barrier_of_protected_calls(core: str, tmp_path: object) -> None:
                 w.page_mut()[rng.randrange(PS - 8) :][:8] = rng.randbytes(8)
 
         def step(call: Callable[[], object]) -> object:
-            before = _state(p)
+            before = pager_state(p)
             result = call()
-            h.settle(before, _state(p))
+            h.settle(before, pager_state(p))
             return result
 
         for i in range(90):

@@ -21,18 +21,9 @@ import time
 import pytest
 
 import mappedpages as mp
-from helpers import check_ok, count
+from helpers import State, check_ok, count, pager_state
 
 KILLS = int(os.environ.get("MAPPEDPAGES_SIGKILLS", "120"))
-State = tuple[list[int], list[tuple[int, int]]]
-
-
-def _state(p: mp.Pager) -> State:
-    regular = [int(x) for x in p.iter_allocated_pages()]
-    protected = [
-        (int(x), mp.crc32c(p.get_protected_page(x))) for x in p.iter_allocated_protected_pages()
-    ]
-    return regular, protected
 
 
 def _step(p: mp.Pager, rng: random.Random) -> None:
@@ -87,9 +78,9 @@ def _replay(base: str, scratch: str, seed: int, done: int) -> tuple[State, State
     with mp.Pager.open(scratch, sync=False) as p:
         for _ in range(done):
             _step(p, rng)
-        acked = _state(p)
+        acked = pager_state(p)
         _step(p, rng)
-        return acked, _state(p)
+        return acked, pager_state(p)
 
 
 def _read_acks(fd: int) -> int:
@@ -130,7 +121,7 @@ def test_sigkill_at_random_instants(core: str, tmp_path: object) -> None:
         acked, next_state = _replay(base, scratch, seed, done)
         check_ok(path)
         with mp.Pager.open(path, sync=False) as p:
-            got = _state(p)
+            got = pager_state(p)
         assert got in (acked, next_state), f"round {round_}: neither acknowledged nor in flight"
         in_flight += got == next_state != acked
         count("SIGKILLs, file checked afterwards")
