@@ -201,6 +201,31 @@ int mp_set_directory(mp_core *c, uint64_t dir_a, uint64_t dir_b) {
         c->dir[0] = dir_a;
         c->dir[1] = dir_b;
         c->forced = 1;
+        c->meta_dirty = 1;
+    }
+    return leave(c, r);
+}
+
+int mp_set_log(mp_core *c, const unsigned char *log, uint32_t len) {
+    ENTER(c);
+    int r = writer(c);
+    uint32_t most = mp_record_count(c->geo.page_size) > 1 ? MP_RECORD_LOG_MAX : 0;
+    if (!r && (len > most || len % 4))
+        r = mp__fail(c, MP_E_VALUE, "a record log of %u bytes (at most %u, a multiple of 4)", len, most);
+    if (!r) {
+        memcpy(c->log, log, len);
+        c->log_len = len;
+        c->forced = 1;
+    }
+    return leave(c, r);
+}
+
+int mp_log(mp_core *c, unsigned char *out) {
+    ENTER(c);
+    int r = usable(c);
+    if (!r) {
+        memcpy(out, c->log, c->log_len);
+        r = (int)c->log_len;
     }
     return leave(c, r);
 }
@@ -231,6 +256,9 @@ static int rollback(mp_core *c) {
     c->dir[0] = mp_get64(meta + MP_META_FIELDS_OFFSET + 16);
     c->dir[1] = mp_get64(meta + MP_META_FIELDS_OFFSET + 24);
     c->forced = 0;
+    c->meta_dirty = 0;
+    memcpy(c->log, c->log_committed, c->log_len_committed);
+    c->log_len = c->log_len_committed;
     c->sync_lo = UINT64_MAX;
     c->sync_hi = 0;
     uint64_t kept = 0;

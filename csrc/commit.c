@@ -1,11 +1,13 @@
 /* The commit sequence (docs/FORMAT.md, "Commit"), in the order that keeps the last committed
- * state intact until the selector flips:
- *   1. write each dirty bitmap group to its non-current copy, and the metadata to the
- *      inactive copy (nothing the committed state uses is touched);
+ * state intact until the new commit record is written:
+ *   1. write each dirty bitmap group to its non-current copy and, when the allocation state
+ *      or the directory pointers changed, the metadata to the inactive copy (nothing the
+ *      committed state uses is touched); the layer above has written its staged pages;
  *   2. barrier: make those writes durable (fdatasync when the file grew, so that its new
  *      length is durable too; else msync of the span written);
- *   3. flip: write the selector record (one 512-byte sector) naming the new metadata copy;
- *   4. barrier: msync the selector's page;
+ *   3. flip: write the commit record the last commit did not use, naming the metadata copy,
+ *      the new generation and the log;
+ *   4. barrier: msync page 0;
  *   5. adopt the new state in memory.
  * A failure anywhere poisons the core: the file still holds a consistent state, but this
  * process can no longer tell which one. */
@@ -50,6 +52,9 @@ int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi) {
 
 static int write_step(mp_core *c) {
     if (!c->ntouched && !c->grew && !c->forced) return 0;
+    /* staged pages and the log alone leave the metadata as it is: the record names it again */
+    c->meta_written = c->ntouched || c->grew || c->meta_dirty || mp_record_count(c->geo.page_size) < 2;
+    if (!c->meta_written) return 1;
     const uint64_t ps = c->geo.page_size;
     for (uint64_t i = 0; i < c->ntouched; i++) {
         uint64_t k = c->touched[i];
@@ -76,19 +81,34 @@ static int sync1_step(mp_core *c) {
     return mp__sync_range(c, c->sync_lo, c->sync_hi);
 }
 
+static int next_record(const mp_core *c) { return mp_record_count(c->geo.page_size) > 1 ? 1 - c->rec : 0; }
+
 static void flip_step(mp_core *c) {
-    unsigned char *sel = c->map + MP_SELECTOR_OFFSET;
-    const unsigned char *meta = c->map + (2 - (uint64_t)c->active) * c->geo.page_size;
-    memcpy(sel, MP_SELECTOR_MAGIC, 4);
-    mp_put32(sel + 4, (uint32_t)(1 - c->active));
-    mp_put64(sel + 8, c->gen + 1);
-    mp_put32(sel + 16, mp_get32(meta + 4));
-    mp_put32(c->map + MP_SELECTOR_CRC_OFFSET, mp_crc32c(0, sel, 20));
+    unsigned char *rec = c->map + MP_RECORD_OFFSET + (uint64_t)next_record(c) * MP_RECORD_SIZE;
+    int active = c->meta_written ? 1 - c->active : c->active;
+    const unsigned char *meta = c->map + (1 + (uint64_t)active) * c->geo.page_size;
+    memset(rec, 0, MP_RECORD_SIZE);
+    memcpy(rec, MP_RECORD_MAGIC, 4);
+    mp_put32(rec + 4, (uint32_t)active);
+    mp_put64(rec + 8, c->gen + 1);
+    mp_put32(rec + 16, mp_get32(meta + 4));
+    mp_put32(rec + 20, c->log_len);
+    mp_put64(rec + 24, c->meta_written ? c->gen + 1 : c->meta_gen);
+    memcpy(rec + MP_RECORD_LOG_OFFSET, c->log, c->log_len);
+    mp_put32(rec + MP_RECORD_CRC_OFFSET, mp_crc32c(0, rec, MP_RECORD_CRC_OFFSET));
 }
 
 static void done_step(mp_core *c) {
     c->gen++;
-    c->active = 1 - c->active;
+    c->rec = next_record(c);
+    if (c->meta_written) {
+        c->active = 1 - c->active;
+        c->meta_gen = c->gen;
+    }
+    c->meta_written = 0;
+    c->meta_dirty = 0;
+    memcpy(c->log_committed, c->log, c->log_len);
+    c->log_len_committed = c->log_len;
     for (uint64_t i = 0; i < c->ntouched; i++) {
         uint64_t k = c->touched[i];
         unsigned flags = c->gflags[k];

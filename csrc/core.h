@@ -31,9 +31,17 @@ struct mp_core {
     uint64_t n;        /* page count of the current state */
     uint64_t free;     /* free data pages of the current state */
     uint64_t gen;      /* generation of the last commit */
-    int active;        /* metadata copy of the last commit */
+    int rec;           /* commit record of the last commit (the next one writes the other) */
+    int active;        /* metadata copy the last commit's record names */
+    uint64_t meta_gen; /* generation of that metadata copy (<= gen) */
     uint64_t dir[2];   /* directory index copies of the current state */
-    int forced;        /* commit even without bitmap changes: pages were staged */
+    int forced;        /* commit even without bitmap changes: pages staged or the log set */
+    int meta_dirty;    /* the metadata must be rewritten: the directory pointers changed */
+    int meta_written;  /* the commit in progress wrote the inactive metadata copy */
+    /* the record's log (opaque here; the protected-page directory's changes since its blocks
+     * were last written): as the next commit writes it, and as the last commit wrote it */
+    uint32_t log_len, log_len_committed;
+    unsigned char log[MP_RECORD_LOG_MAX], log_committed[MP_RECORD_LOG_MAX];
 
     mp_bitmap bits;
     uint8_t *gflags;      /* per group: G_* */

@@ -16,13 +16,18 @@
 #define MP_GROW_CAP_BYTES (1ull << 30)
 
 #define MP_MAGIC "MAPPEDPG"
-#define MP_SELECTOR_MAGIC "MPSL"
+#define MP_RECORD_MAGIC "MPSL"
 #define MP_META_MAGIC "MPMD"
 #define MP_GROUP_MAGIC "MPBG"
 
 #define MP_IDENTITY_CRC_OFFSET 60u
-#define MP_SELECTOR_OFFSET 512u
-#define MP_SELECTOR_CRC_OFFSET 532u
+/* Commit records: one sector each, in the sectors of page 0 after the identity's. A commit
+ * writes the one that does not hold the committed state. */
+#define MP_RECORD_OFFSET 512u
+#define MP_RECORD_SIZE 512u
+#define MP_RECORD_LOG_OFFSET 32u
+#define MP_RECORD_LOG_MAX 476u
+#define MP_RECORD_CRC_OFFSET 508u
 #define MP_BLOCK_HEADER_SIZE 32u
 #define MP_META_FIELDS_OFFSET 32u
 #define MP_META_BITMAP_OFFSET 128u
@@ -53,6 +58,10 @@ typedef struct {
     uint64_t c0;    /* pages described by group 0 (in the metadata blocks) */
     uint64_t c;     /* pages described by each group k >= 1 */
 } mp_geometry;
+
+/* Two records from 2 KiB pages on; a 1 KiB page 0 has room for one, which then never carries
+ * a log (every commit rewrites the metadata, so a damaged record loses nothing). */
+static inline unsigned mp_record_count(uint32_t page_size) { return page_size >= 2048 ? 2u : 1u; }
 
 static inline int mp_valid_page_size(uint64_t ps) {
     return ps >= MP_MIN_PAGE_SIZE && ps <= MP_MAX_PAGE_SIZE && (ps & (ps - 1)) == 0;

@@ -154,19 +154,41 @@ static int load(mp_core *c, uint32_t wanted) {
         if (r) goto out;
         gens[i] = block_gen(c, metas + (size_t)i * m, 1 + (uint64_t)i, MP_META_MAGIC);
     }
-    const unsigned char *sel = head + MP_SELECTOR_OFFSET;
-    uint32_t active = mp_get32(sel + 4);
-    int chosen = -1;
-    if (memcmp(sel, MP_SELECTOR_MAGIC, 4) == 0 &&
-        mp_get32(head + MP_SELECTOR_CRC_OFFSET) == mp_crc32c(0, sel, 20) && active < 2 &&
-        gens[active] == mp_get64(sel + 8) && mp_get32(metas + (size_t)active * m + 4) == mp_get32(sel + 16))
+    /* the newest valid commit record whose metadata copy matches it; none (a damaged page 0
+     * or active metadata copy): the newest valid metadata copy, with an empty log */
+    unsigned char rec1[MP_RECORD_SIZE];
+    const unsigned char *records[2] = {head + MP_RECORD_OFFSET, rec1};
+    unsigned nrec = mp_record_count(ps);
+    if (nrec > 1) {
+        r = read_at(c, rec1, sizeof rec1, MP_RECORD_OFFSET + MP_RECORD_SIZE);
+        if (r) goto out;
+    }
+    int chosen = -1, rec = 0;
+    uint64_t gen = 0, meta_gen = 0;
+    const unsigned char *log = NULL;
+    uint32_t log_len = 0;
+    for (unsigned i = 0; i < nrec; i++) {
+        const unsigned char *x = records[i];
+        uint32_t active = mp_get32(x + 4), len = mp_get32(x + 20);
+        uint64_t g = mp_get64(x + 8), mg = mp_get64(x + 24);
+        if (memcmp(x, MP_RECORD_MAGIC, 4) != 0 || mp_get32(x + MP_RECORD_CRC_OFFSET) != mp_crc32c(0, x, MP_RECORD_CRC_OFFSET) ||
+            active > 1 || len > MP_RECORD_LOG_MAX || len % 4 || mg == 0 || mg > g || gens[active] != mg ||
+            mp_get32(metas + (size_t)active * m + 4) != mp_get32(x + 16) || g <= gen)
+            continue;
         chosen = (int)active;
+        rec = (int)i;
+        gen = g;
+        meta_gen = mg;
+        log = x + MP_RECORD_LOG_OFFSET;
+        log_len = len;
+    }
     if (chosen < 0) {
         if (!gens[0] && !gens[1]) {
             r = mp__fail(c, MP_E_CORRUPT_METADATA, "neither metadata copy is valid");
             goto out;
         }
         chosen = gens[0] >= gens[1] ? 0 : 1;
+        gen = meta_gen = gens[chosen];
     }
     const unsigned char *meta = metas + (size_t)chosen * m;
     uint64_t n = mp_get64(meta + MP_META_FIELDS_OFFSET);
@@ -192,7 +214,12 @@ static int load(mp_core *c, uint32_t wanted) {
         goto out;
     }
     c->active = chosen;
-    c->gen = gens[chosen];
+    c->rec = rec;
+    c->gen = gen;
+    c->meta_gen = meta_gen;
+    if (log_len) memcpy(c->log, log, log_len);
+    memcpy(c->log_committed, c->log, log_len);
+    c->log_len = c->log_len_committed = log_len;
     c->sync_lo = UINT64_MAX;
     c->sync_hi = 0;
     c->n = n;

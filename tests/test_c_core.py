@@ -76,15 +76,15 @@ def test_format_constants_match_the_python_module() -> None:
     assert number("GROW_MIN_STEP") == fmt.GROW_MIN_STEP
     assert number("GROW_CAP_BYTES") == fmt.GROW_CAP_BYTES
     assert number("IDENTITY_CRC_OFFSET") == fmt.IDENTITY_CRC_OFFSET
-    assert number("SELECTOR_OFFSET") == fmt.SELECTOR_OFFSET
-    assert number("SELECTOR_CRC_OFFSET") == fmt.SELECTOR_CRC_OFFSET
+    for name in ("OFFSET", "SIZE", "LOG_OFFSET", "LOG_MAX", "CRC_OFFSET"):
+        assert number(f"RECORD_{name}") == getattr(fmt, f"RECORD_{name}")
     assert number("BLOCK_HEADER_SIZE") == fmt.BLOCK_HEADER_SIZE
     assert number("META_FIELDS_OFFSET") == fmt.META_FIELDS_OFFSET
     assert number("META_BITMAP_OFFSET") == fmt.META_BITMAP_OFFSET
     assert number("GROUP_BITMAP_OFFSET") == fmt.GROUP_BITMAP_OFFSET
     for name, value in [
         ("MAGIC", fmt.MAGIC),
-        ("SELECTOR_MAGIC", fmt.SELECTOR_MAGIC),
+        ("RECORD_MAGIC", fmt.RECORD_MAGIC),
         ("META_MAGIC", fmt.META_MAGIC),
         ("GROUP_MAGIC", fmt.GROUP_MAGIC),
     ]:

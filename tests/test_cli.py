@@ -75,7 +75,7 @@ def test_no_command_is_a_usage_error() -> None:
 
 
 def _active(path: str) -> int:
-    """Which metadata copy the selector names: 0 (page 1) or 1 (page 2)."""
+    """Which metadata copy the (only) commit record of a 1 KiB-page file names: 0 or 1."""
     with open(path, "rb") as f:
         f.seek(516)
         return int(struct.unpack("<I", f.read(4))[0])
@@ -192,7 +192,7 @@ def test_check_verbose_lists_problems(
     assert f"{n} problem" in lines[0]
     listed = [line for line in lines[1:] if line.startswith("  problem: ")]
     assert [line.removeprefix("  problem: ") for line in listed] == report.problems
-    assert any("selector" in line for line in listed)
+    assert any("commit record" in line for line in listed)
     notes = [line for line in lines[1:] if line.startswith("  note: ")]
     assert len(listed) + len(notes) == len(lines) - 1
 
@@ -202,13 +202,13 @@ def test_check_verbose_shows_notes(
 ) -> None:
     with mp.Pager.create(path, 1024) as p:
         p.alloc_bulk(2)
-    with open(path, "r+b") as f:  # a torn selector: recoverable, a note and not a problem
+    with open(path, "r+b") as f:  # a torn record (the only one): a note and not a problem
         f.seek(512)
         f.write(b"\x00" * 4)
     assert main(["check", "-v", path]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "OK" in lines[0] and "1 note" in lines[0]
-    assert lines[1].startswith("  note: ") and "selector" in lines[1]
+    assert lines[1].startswith("  note: ") and "commit record" in lines[1]
 
 
 class _FakeTTY(io.StringIO):

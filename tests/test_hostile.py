@@ -29,13 +29,20 @@ _counter = {"inputs": 0}
 
 
 def _make_bases() -> dict[str, bytes]:
-    """Small real files: fresh, busy with protected pages, and one that has bitmap group 1."""
+    """Small real files: fresh, busy with protected pages, one that has bitmap group 1, and one
+    of 4 KiB pages whose commit records log protected writes."""
     bases = {}
     with tempfile.TemporaryDirectory() as tmp, _backend.using("python"):
-        for name in ("fresh", "busy", "group1"):
+        for name in ("fresh", "busy", "group1", "logged"):
             path = os.path.join(tmp, name)
-            with mp.Pager.create(path, PS, sync=False) as p:
-                if name == "busy":
+            with mp.Pager.create(path, 4096 if name == "logged" else PS, sync=False) as p:
+                if name == "logged":
+                    prot = p.alloc_protected_bulk(5)
+                    for i in (1, 3, 1):
+                        with prot[i].get_mut(p) as w:
+                            w.page_mut()[:4] = b"log%d" % i
+                    p.alloc_bulk(3)
+                elif name == "busy":
                     ids = p.alloc_bulk(40)
                     p.free_bulk(ids[::2])
                     prot = p.alloc_protected_bulk(65)  # two directory blocks
@@ -50,9 +57,11 @@ def _make_bases() -> dict[str, bytes]:
 
 
 BASES = _make_bases()
-# offsets where the structures live: superblock, selector, both metadata blocks and their
+# offsets where the structures live: superblock, commit records, both metadata blocks and their
 # fields, group 1's copies (page 7168 for 1 KiB pages), and the first directory pages
-HOT = [0, 8, 12, 60, 512, 516, 520, 528, 532, PS, PS + 32, PS + 40, PS + 48, PS + 56, PS + 128,
+RECORDS = [fmt.RECORD_OFFSET + i * fmt.RECORD_SIZE for i in (0, 1)]
+HOT = [0, 8, 12, 60, *(r + f for r in RECORDS for f in (0, 4, 8, 16, 20, 24, 32, 36, 508)),
+       PS, PS + 32, PS + 40, PS + 48, PS + 56, PS + 128, 4096 + 32, 8192 + 32,
        2 * PS, 2 * PS + 32, 2 * PS + 48, 7168 * PS, 7168 * PS + 32, 7169 * PS] + [
     p * PS + off for p in range(3, 12) for off in (0, 32, 64, 72)
 ]
@@ -89,17 +98,24 @@ def hostile_file(draw: st.DrawFn) -> bytes:
 
 
 def _reseal(data: bytearray) -> None:
-    """Recompute the identity, selector and metadata checksums after a mutation."""
+    """Recompute the identity, commit record and metadata checksums after a mutation."""
     crc = mp.crc32c
     data[60:64] = crc(bytes(data[0:60])).to_bytes(4, "little")
+    ps = int.from_bytes(data[12:16], "little")
+    ps = ps if fmt.valid_page_size(ps) else PS
+    block = min(ps, fmt.MAX_BLOCK)
     for page in (1, 2):
-        off = page * PS
-        if len(data) >= off + PS and data[off : off + 4] == fmt.META_MAGIC:
-            data[off + 4 : off + 8] = crc(bytes(data[off + 8 : off + PS])).to_bytes(4, "little")
-    active = int.from_bytes(data[516:520], "little")
-    if active in (0, 1) and len(data) >= (2 + active) * PS:
-        data[528:532] = data[(1 + active) * PS + 4 : (1 + active) * PS + 8]
-    data[532:536] = crc(bytes(data[512:532])).to_bytes(4, "little")
+        off = page * ps
+        if len(data) >= off + block and data[off : off + 4] == fmt.META_MAGIC:
+            data[off + 4 : off + 8] = crc(bytes(data[off + 8 : off + block])).to_bytes(4, "little")
+    for off in RECORDS[: fmt.record_count(ps)]:
+        if len(data) < off + fmt.RECORD_SIZE:
+            continue
+        active = int.from_bytes(data[off + 4 : off + 8], "little")
+        if active in (0, 1) and len(data) >= (2 + active) * ps:
+            data[off + 16 : off + 20] = data[(1 + active) * ps + 4 : (1 + active) * ps + 8]
+        end = off + fmt.RECORD_CRC_OFFSET
+        data[end : end + 4] = crc(bytes(data[off:end])).to_bytes(4, "little")
 
 
 def _exercise(reader: mp.ReadOnlyPager | mp.Pager) -> None:

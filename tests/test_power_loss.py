@@ -27,12 +27,14 @@ PS = 1024
 
 
 class Harness:
-    def __init__(self, path: str, tmp: str) -> None:
+    def __init__(self, path: str, tmp: str, ps: int = PS) -> None:
+        self.ps = ps
         self.path = path
         self.tmp = tmp
         self.durable = self._read()
         self.seen: list[object] = []  # the state each image opened to, checked after the call
         self.images = 0
+        self.logged = 0  # images whose commit record carries logged protected writes
         self.rng = random.Random(99)
 
     def _read(self) -> bytes:
@@ -41,12 +43,12 @@ class Harness:
 
     def barrier(self, kind: str) -> None:
         current = self._read()
-        old = self.durable
+        old, ps = self.durable, self.ps
         # pages whose bytes changed (new space reads as zeros, so growth alone is no change)
         pages = [
             i
-            for i in range(0, len(current), PS)
-            if old[i : i + PS].ljust(len(current[i : i + PS]), b"\0") != current[i : i + PS]
+            for i in range(0, len(current), ps)
+            if old[i : i + ps].ljust(len(current[i : i + ps]), b"\0") != current[i : i + ps]
         ]
         for img in self._images(old, current, pages):
             self._verify(img)
@@ -61,6 +63,7 @@ class Harness:
             subsets = [(), tuple(pages), *((p,) for p in pages)]
             subsets += [tuple(q for q in pages if q != p) for p in pages]
             subsets += [tuple(self.rng.sample(pages, len(pages) // 2)) for _ in range(5)]
+        ps = self.ps
         torn = pages if len(pages) <= 10 else self.rng.sample(pages, 10)
         for length in sorted({len(old), len(current)}):
             base = old[:length].ljust(length, b"\0")
@@ -68,16 +71,16 @@ class Harness:
                 img = bytearray(base)
                 for off in subset:
                     if off < length:
-                        img[off : off + PS] = current[off : off + PS]
+                        img[off : off + ps] = current[off : off + ps]
                 yield bytes(img)
             for off in torn:
                 if off >= length:
                     continue
-                for k in range(1, PS // SECTOR):  # the first k sectors of one page landed
+                for k in range(1, ps // SECTOR):  # the first k sectors of one page landed
                     img = bytearray(base)
                     img[off : off + k * SECTOR] = current[off : off + k * SECTOR]
                     yield bytes(img)
-                for sec in range(off, off + PS, SECTOR):  # a sector caught mid-write: garbage
+                for sec in range(off, off + ps, SECTOR):  # a sector caught mid-write: garbage
                     if old[sec : sec + SECTOR] != current[sec : sec + SECTOR]:
                         img = bytearray(base)
                         img[sec : sec + SECTOR] = self.rng.randbytes(SECTOR)
@@ -90,6 +93,9 @@ class Harness:
             f.write(image)
         report = check_file(probe, mp.crc32c)
         assert report.ok, report.problems
+        if report.log_entries:
+            self.logged += 1
+            count("crash images: with protected writes in the commit record's log")
         with mp.Pager.open(probe, sync=False) as p:
             self.seen.append(pager_state(p))
         count("crash images: opened, checked, state compared")
@@ -200,12 +206,17 @@ def _lowest_free(p: mp.Pager, n: int = 1) -> list[int]:
     return out
 
 
-def test_every_barrier_of_protected_calls(core: str, tmp_path: object) -> None:
-    """Protected writes, allocations and frees (single, bulk, in batches) are all-or-nothing."""
+@pytest.mark.parametrize("ps", [1024, 4096])
+def test_every_barrier_of_protected_calls(core: str, tmp_path: object, ps: int) -> None:
+    """Protected writes, allocations and frees (single, bulk, in batches) are all-or-nothing.
+
+    With 4 KiB pages page 0 holds two commit records, and a protected write commits through
+    the record's log (its directory block is written by a later commit); with 1 KiB pages
+    every commit rewrites the blocks and the metadata."""
     tmp = str(tmp_path)
     path = os.path.join(tmp, "crash.mp")
-    mp.Pager.create(path, PS).close()
-    h = Harness(path, tmp)
+    mp.Pager.create(path, ps).close()
+    h = Harness(path, tmp, ps)
     rng = random.Random(8)
     with mp.Pager.open(path, sync=True) as p:
         p._core.set_barrier_hook(h.barrier)
@@ -214,7 +225,7 @@ def test_every_barrier_of_protected_calls(core: str, tmp_path: object) -> None:
 
         def write(ppid: ProtectedPageId) -> None:
             with ppid.get_mut(p) as w:
-                w.page_mut()[rng.randrange(PS - 8) :][:8] = rng.randbytes(8)
+                w.page_mut()[rng.randrange(ps - 8) :][:8] = rng.randbytes(8)
 
         def step(call: Callable[[], object]) -> object:
             before = pager_state(p)
@@ -223,8 +234,11 @@ def test_every_barrier_of_protected_calls(core: str, tmp_path: object) -> None:
             return result
 
         for i in range(90):
-            kind = rng.choice(["alloc", "write", "write", "bulk", "free", "free_bulk", "batch"])
-            if kind == "alloc" or not live:
+            kinds = ["alloc", "write", "write", "bulk", "free", "free_bulk", "batch", "regular"]
+            kind = rng.choice(kinds)
+            if kind == "regular":  # a commit of the allocation state carries the log along
+                regular.append(step(p.alloc))  # type: ignore[arg-type]
+            elif kind == "alloc" or not live:
                 live.append(step(p.alloc_protected))  # type: ignore[arg-type]
             elif kind == "write":
                 step(lambda: write(rng.choice(live)))
@@ -254,4 +268,5 @@ def test_every_barrier_of_protected_calls(core: str, tmp_path: object) -> None:
                 step(batch)
         p._core.set_barrier_hook(None)
     assert h.images > 1000
+    assert (h.logged > 100) == (ps > 1024), h.logged
     print(f"power-loss images checked (protected calls): {h.images}")

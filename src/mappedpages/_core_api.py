@@ -66,6 +66,18 @@ class Core(Protocol):
     def set_directory(self, dir_a: int, dir_b: int) -> None:
         """Record the directory index pages; the next commit writes them into the metadata."""
 
+    @property
+    def log(self) -> bytes:
+        """The log the commit record carries: as last committed, or as set for the next one."""
+
+    def set_log(self, data: bytes) -> None:
+        """The log every following commit record carries (<= 220 bytes, a multiple of 4).
+
+        The core does not interpret it; the protected-page directory keeps its changes there.
+        The next commit happens even if nothing else changed; a rollback restores the
+        committed log.
+        """
+
     def stage(self, pages: Sequence[int]) -> None:
         """Pages the layer above wrote into the mapping for the next commit (whole pages).
 

@@ -178,6 +178,15 @@ class CCore:
             raise OutOfBounds("a directory page index is negative")
         self._check(lib.mp_set_directory(self._c, dir_a, dir_b))
 
+    @property
+    def log(self) -> bytes:
+        out = ffi.new("unsigned char[]", fmt.RECORD_LOG_MAX)
+        n = self._check(lib.mp_log(self._c, out))
+        return bytes(ffi.buffer(out, n))
+
+    def set_log(self, data: bytes) -> None:
+        self._check(lib.mp_set_log(self._c, data, len(data)))
+
     def stage(self, pages: Sequence[int]) -> None:
         if any(p < 0 for p in pages):
             raise OutOfBounds("a page index is negative")

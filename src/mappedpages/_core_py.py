@@ -90,20 +90,28 @@ class PyCore:
         self._m = geo.block
         metas = [os.pread(self._fd, geo.block, p * ps) for p in (1, 2)]
         gens = [self._block_gen(metas[i], 1 + i, fmt.META_MAGIC) for i in (0, 1)]
-        smagic, active, sgen, mcrc = fmt.SELECTOR.unpack_from(head, fmt.SELECTOR_OFFSET)
-        chosen = -1
-        if (
-            smagic == fmt.SELECTOR_MAGIC
-            and _U32.unpack_from(head, fmt.SELECTOR_CRC_OFFSET)[0] == crc32c(head[512:532])
-            and active in (0, 1)
-            and gens[active] == sgen
-            and _U32.unpack_from(metas[active], 4)[0] == mcrc
-        ):
-            chosen = active
+        # the newest valid commit record whose metadata copy matches it; none (a damaged page 0
+        # or active metadata copy): the newest valid metadata copy, with an empty log
+        chosen, rec_index, gen, meta_gen, log = -1, 0, 0, 0, b""
+        found: fmt.Record | None = None
+        head += os.pread(self._fd, fmt.RECORD_SIZE, 1024) if fmt.record_count(ps) > 1 else b""
+        for i in range(fmt.record_count(ps)):
+            rec = fmt.read_record(head, i, crc32c)
+            if (
+                rec is None
+                or gens[rec.active] != rec.meta_gen
+                or _U32.unpack_from(metas[rec.active], 4)[0] != rec.meta_crc
+                or rec.generation <= gen
+            ):
+                continue
+            found, rec_index, gen = rec, i, rec.generation
+        if found is not None:
+            chosen, meta_gen, log = found.active, found.meta_gen, found.log
         if chosen < 0:
             if not any(gens):
                 raise CorruptMetadata("neither metadata copy is valid")
             chosen = 0 if gens[0] >= gens[1] else 1
+            gen = meta_gen = gens[chosen]
         meta = metas[chosen]
         n, free, dir_a, dir_b = fmt.META_FIELDS.unpack_from(meta, fmt.META_FIELDS_OFFSET)
         if n < 3 or n * ps > size:
@@ -118,8 +126,13 @@ class PyCore:
         self._dir: tuple[int, int] = (dir_a, dir_b)
         self._staged: list[int] = []  # pages written by the layer above for the next commit
         self._forced = False
+        self._meta_dirty = False  # the directory pointers changed: rewrite the metadata
         self._active: int = chosen
-        self._gen: int = gens[chosen]
+        self._rec = rec_index
+        self._nrec = fmt.record_count(ps)
+        self._gen: int = gen
+        self._meta_gen: int = meta_gen
+        self._log = self._log_committed = log
         self._n: int = n
         self._map()
         self._bits = bytearray(self._bitmap_bytes(n))
@@ -366,6 +379,20 @@ class PyCore:
             raise OutOfBounds("directory index page beyond the file")
         self._dir = (dir_a, dir_b)
         self._forced = True
+        self._meta_dirty = True
+
+    @property
+    def log(self) -> bytes:
+        self._live()
+        return self._log
+
+    def set_log(self, data: bytes) -> None:
+        self._writer()
+        most = fmt.RECORD_LOG_MAX if self._nrec > 1 else 0
+        if len(data) > most or len(data) % 4:
+            raise ValueError(f"a record log of {len(data)} bytes (at most {most}, a multiple of 4)")
+        self._log = bytes(data)
+        self._forced = True
 
     def rollback(self) -> None:
         self._live()
@@ -377,6 +404,8 @@ class PyCore:
         self._dir = (dir_a, dir_b)
         self._staged.clear()
         self._forced = False
+        self._meta_dirty = False
+        self._log = self._log_committed
         del self._cur[geo.group_count(n) :]
         del self._bits[self._bitmap_bytes(n) :]
         for k in sorted(self._dirty):
@@ -432,23 +461,37 @@ class PyCore:
                     written.append((off, 32))
                 self._write_block(target, fmt.GROUP_MAGIC, self._group_body(k, 32))
                 written.append((target * self._ps, self._m))
-            inactive = 1 - self._active
-            fields = fmt.META_FIELDS.pack(self._n, self._free, *self._dir)
-            body = fields + bytes(96 - len(fields)) + self._group_body(0, 128)
-            self._write_block(1 + inactive, fmt.META_MAGIC, body)
-            written.append(((1 + inactive) * self._ps, self._m))
+            # staged pages and the log alone leave the metadata as it is: the record names it
+            meta_written = bool(groups) or self._grew or self._meta_dirty or self._nrec < 2
+            active, meta_gen = self._active, self._meta_gen
+            if meta_written:
+                active, meta_gen = 1 - active, self._gen + 1
+                fields = fmt.META_FIELDS.pack(self._n, self._free, *self._dir)
+                body = fields + bytes(96 - len(fields)) + self._group_body(0, 128)
+                self._write_block(1 + active, fmt.META_MAGIC, body)
+                written.append(((1 + active) * self._ps, self._m))
             self._barrier("barrier1", written)
-            off = (1 + inactive) * self._ps
+            off = (1 + active) * self._ps
             (meta_crc,) = _U32.unpack(self._mm[off + 4 : off + 8])
-            sel = fmt.SELECTOR.pack(fmt.SELECTOR_MAGIC, inactive, self._gen + 1, meta_crc)
-            self._mm[512:532] = sel
-            self._mm[532:536] = _U32.pack(crc32c(sel))
+            rec = bytearray(fmt.RECORD_SIZE)
+            log = self._log
+            fmt.RECORD.pack_into(
+                rec, 0, fmt.RECORD_MAGIC, active, self._gen + 1, meta_crc, len(log), meta_gen
+            )
+            rec[fmt.RECORD_LOG_OFFSET : fmt.RECORD_LOG_OFFSET + len(log)] = log
+            _U32.pack_into(rec, fmt.RECORD_CRC_OFFSET, crc32c(bytes(rec[: fmt.RECORD_CRC_OFFSET])))
+            rec_index = 1 - self._rec if self._nrec > 1 else 0
+            off = fmt.RECORD_OFFSET + rec_index * fmt.RECORD_SIZE
+            self._mm[off : off + fmt.RECORD_SIZE] = rec
             self._barrier("barrier2", [(0, self._m)])
         except BaseException:
             self._poisoned = True
             raise
         self._gen += 1
-        self._active = inactive
+        self._rec = rec_index
+        self._active, self._meta_gen = active, meta_gen
+        self._log_committed = log
+        self._meta_dirty = False
         for k in groups - {0}:
             self._cur[k] = 1 - self._cur[k]
         self._dirty.clear()
@@ -462,7 +505,7 @@ class PyCore:
         """Call the hook, then make ``spans`` (offset, length) of the mapping durable."""
         if self._hook is not None:
             self._hook(kind)
-        if not self._sync:
+        if not self._sync or not spans:
             return
         if kind == "barrier1" and self._grew:
             os.fdatasync(self._fd)

@@ -25,18 +25,19 @@ from .format import (
     GROUP_MAGIC,
     IDENTITY,
     IDENTITY_CRC_OFFSET,
+    LOG_CURRENT_B,
+    LOG_ENTRY,
     MAGIC,
     META_BITMAP_OFFSET,
     META_FIELDS,
     META_FIELDS_OFFSET,
     META_MAGIC,
-    SELECTOR,
-    SELECTOR_CRC_OFFSET,
-    SELECTOR_MAGIC,
-    SELECTOR_OFFSET,
+    RECORD_SIZE,
     Geometry,
     dir_capacity,
     popcount,
+    read_record,
+    record_count,
     valid_page_size,
 )
 
@@ -66,7 +67,8 @@ class Report:
     allocated_data_pages: int = 0
     generation: int = 0
     active: str = ""
-    selector_valid: bool = False
+    record: int = -1  # the commit record in force, -1 for none
+    log_entries: int = 0
     metadata: list[Block] = field(default_factory=list)
     groups: int = 0
     leftover_copies: int = 0
@@ -140,34 +142,39 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
         raise _Fatal("file is shorter than its three reserved pages")
     geo = Geometry(page_size)
 
-    smagic, active, sgen, meta_crc = SELECTOR.unpack_from(head, SELECTOR_OFFSET)
-    (scrc,) = struct.unpack_from("<I", head, SELECTOR_CRC_OFFSET)
-    r.selector_valid = (
-        smagic == SELECTOR_MAGIC
-        and scrc == crc32c(head[SELECTOR_OFFSET:SELECTOR_CRC_OFFSET])
-        and active in (0, 1)
-    )
+    if record_count(page_size) > 1:
+        head += _read(fd, 1024, RECORD_SIZE)
     metas = [_read(fd, p * page_size, geo.block) for p in (1, 2)]
     blocks = [_decode_block(m, p, META_MAGIC, crc32c) for m, p in zip(metas, (1, 2))]
     r.metadata = blocks
-    chosen = -1
-    if r.selector_valid:
-        b = blocks[active]
-        (bcrc,) = struct.unpack_from("<I", metas[active], 4)
-        if b.valid and b.generation == sgen and bcrc == meta_crc:
-            chosen = active
-        else:
-            r.problems.append("the selector names a metadata copy that does not match it")
-    else:
-        # a power cut during the selector write: the format falls back by design
-        r.notes.append("selector record torn; the newest valid metadata copy is used")
+    records = [(i, read_record(head, i, crc32c)) for i in range(record_count(page_size))]
+    valid = sorted(
+        ((rec.generation, i, rec) for i, rec in records if rec is not None), reverse=True
+    )
+    chosen, log = -1, b""
+    for rank, (_gen, i, rec) in enumerate(valid):
+        (bcrc,) = struct.unpack_from("<I", metas[rec.active], 4)
+        b = blocks[rec.active]
+        if b.valid and b.generation == rec.meta_gen and bcrc == rec.meta_crc:
+            chosen, r.record, log = rec.active, i, rec.log
+            gen = rec.generation
+            break
+        if rank == 0:  # an older record may name a copy rewritten since; the newest may not
+            r.problems.append(f"commit record {i} names a metadata copy that does not match it")
     if chosen < 0:
-        valid = [i for i in (0, 1) if blocks[i].valid]
-        if not valid:
+        if not valid and len(records) == 1:
+            # a power cut during the record write: the metadata is rewritten by every commit
+            # when there is one record, so the format falls back by design
+            r.notes.append("commit record torn; the newest valid metadata copy is used")
+        elif not valid:
+            r.problems.append("no valid commit record")
+        valid_meta = [i for i in (0, 1) if blocks[i].valid]
+        if not valid_meta:
             raise _Fatal("neither metadata copy is valid")
-        chosen = max(valid, key=lambda i: blocks[i].generation)
+        chosen = max(valid_meta, key=lambda i: blocks[i].generation)
+        gen = blocks[chosen].generation
     r.active = "AB"[chosen]
-    gen = r.generation = blocks[chosen].generation
+    r.generation = gen
     meta = metas[chosen]
     page_count, free_count, dir_a, dir_b = META_FIELDS.unpack_from(meta, META_FIELDS_OFFSET)
     r.page_count, r.free_count = page_count, free_count
@@ -224,7 +231,7 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
         k = geo.group_of(page)
         return k in in_use and bool(in_use[k] >> (page - geo.group_start(k)) & 1)
 
-    _check_directory(fd, r, geo, gen, (dir_a, dir_b), allocated, crc32c)
+    _check_directory(fd, r, geo, gen, (dir_a, dir_b), allocated, crc32c, log)
     internal = 3 + 2 * (groups - 1) + r.directory_pages
     r.allocated_data_pages = used - internal
     if page_count - used != free_count:
@@ -241,9 +248,14 @@ def _check_directory(
     index_pages: tuple[int, int],
     allocated: Callable[[int], bool],
     crc32c: Crc,
+    log: bytes,
 ) -> None:
-    """Verify the protected-page directory: index, blocks, entries and the pages they name."""
+    """Verify the protected-page directory: index, blocks, entries and the pages they name,
+    and the commit record's log of switched slots."""
+    r.log_entries = len(log) // LOG_ENTRY.size
     if index_pages == (0, 0):
+        if log:
+            r.problems.append("the commit record has a log but there is no directory")
         return
     seen: set[int] = set()
 
@@ -275,6 +287,7 @@ def _check_directory(
     if index is None:
         return
     capacity = dir_capacity(geo.block)
+    used_slots: set[int] = set()
     (count,) = struct.unpack_from("<Q", index, DIR_COUNT_OFFSET)
     if count > capacity:
         r.problems.append(f"directory index lists {count} blocks (at most {capacity})")
@@ -297,6 +310,13 @@ def _check_directory(
                     r.problems.append(f"directory block {b}: entry {i} is neither used nor free")
                 continue
             r.protected_pages += 1
+            used_slots.add(b * capacity + i)
             claim(pa, f"protected page {b * capacity + i}")
             claim(pb, f"protected page {b * capacity + i}")
     r.directory_pages = len(seen)
+    logged: set[int] = set()
+    for (word,) in LOG_ENTRY.iter_unpack(log):
+        slot = word & ~LOG_CURRENT_B
+        if slot not in used_slots or slot in logged:
+            r.problems.append(f"the commit record's log names slot {slot}")
+        logged.add(slot)

@@ -100,6 +100,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "directory pages": r.directory_pages,
         "generation": r.generation,
         "active metadata": r.active,
+        "commit record": r.record,
+        "logged protected writes": r.log_entries,
         "bitmap groups": r.groups,
     }
     if args.json:

@@ -7,11 +7,11 @@ mirrors the same numbers in ``csrc/format.h`` and a test compares the two.
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from typing import Callable, NamedTuple
 
 FORMAT_VERSION = 1
 MAGIC = b"MAPPEDPG"
-SELECTOR_MAGIC = b"MPSL"
+RECORD_MAGIC = b"MPSL"
 META_MAGIC = b"MPMD"
 GROUP_MAGIC = b"MPBG"
 DIR_INDEX_MAGIC = b"MPDI"
@@ -28,10 +28,18 @@ GROW_CAP_BYTES = 1 << 30
 # superblock, sector 0
 IDENTITY = struct.Struct("<8sII44x")  # magic, version, page size; crc at 60
 IDENTITY_CRC_OFFSET = 60
-# superblock, sector 1
-SELECTOR_OFFSET = 512
-SELECTOR = struct.Struct("<4sIQI")  # magic, active, generation, meta_crc; crc at 532
-SELECTOR_CRC_OFFSET = 532
+# commit records: one sector each after the identity's (record i at RECORD_OFFSET + i *
+# RECORD_SIZE); a commit writes the one the last commit did not
+RECORD_OFFSET = 512
+RECORD_SIZE = 512
+RECORD = struct.Struct("<4sIQIIQ")  # magic, active, generation, meta_crc, log_len, meta_gen
+RECORD_LOG_OFFSET = 32
+RECORD_LOG_MAX = 476
+RECORD_CRC_OFFSET = 508  # CRC32C of the record's bytes [0, 508)
+# a log entry: a protected page's slot whose current copy changed since its directory block
+# was written, with the new current flag in bit 31
+LOG_ENTRY = struct.Struct("<I")
+LOG_CURRENT_B = 1 << 31
 
 # every block begins with this header: magic, crc of [8, M), generation, location, reserved
 BLOCK_HEADER = struct.Struct("<4sIQQQ")
@@ -47,6 +55,13 @@ DIR_COUNT_OFFSET = 32  # index: number of directory blocks; block: its own numbe
 DIR_ENTRIES_OFFSET = 64
 DIR_ENTRY = struct.Struct("<QQ")  # index: copy 0, copy 1; block: page a | current flag, page b
 DIR_CURRENT_B = 1 << 63  # in an entry's first word: page b holds the committed content
+
+
+def record_count(page_size: int) -> int:
+    """Commit records in page 0: two from 2 KiB pages on, one in a 1 KiB page 0 (which then
+    never carries a log: every commit rewrites the metadata, so a damaged record loses
+    nothing)."""
+    return 2 if page_size >= 2048 else 1
 
 
 def dir_capacity(block: int) -> int:
@@ -152,7 +167,39 @@ def initial_image(page_size: int, crc32c: Callable[[bytes], int]) -> bytes:
     struct.pack_into("<I", meta, 4, meta_crc)
     image[page_size : page_size + geo.block] = meta
 
-    sel = SELECTOR.pack(SELECTOR_MAGIC, 0, 1, meta_crc)
-    image[SELECTOR_OFFSET:SELECTOR_CRC_OFFSET] = sel
-    struct.pack_into("<I", image, SELECTOR_CRC_OFFSET, crc32c(sel))
+    RECORD.pack_into(image, RECORD_OFFSET, RECORD_MAGIC, 0, 1, meta_crc, 0, 1)
+    record = bytes(image[RECORD_OFFSET : RECORD_OFFSET + RECORD_CRC_OFFSET])
+    struct.pack_into("<I", image, RECORD_OFFSET + RECORD_CRC_OFFSET, crc32c(record))
     return bytes(image)
+
+
+class Record(NamedTuple):
+    """A commit record: the metadata copy it names, and its log."""
+
+    active: int
+    generation: int
+    meta_crc: int
+    meta_gen: int
+    log: bytes
+
+
+def read_record(page0: bytes, i: int, crc32c: Callable[[bytes], int]) -> Record | None:
+    """Commit record ``i`` of page 0, or None when it is not well formed (whether its metadata
+    copy matches is for the caller to check)."""
+    off = RECORD_OFFSET + i * RECORD_SIZE
+    raw = page0[off : off + RECORD_SIZE]
+    if len(raw) < RECORD_SIZE:
+        return None
+    magic, active, gen, meta_crc, log_len, meta_gen = RECORD.unpack_from(raw, 0)
+    (rcrc,) = struct.unpack_from("<I", raw, RECORD_CRC_OFFSET)
+    if (
+        magic != RECORD_MAGIC
+        or rcrc != crc32c(bytes(raw[:RECORD_CRC_OFFSET]))
+        or active > 1
+        or log_len > RECORD_LOG_MAX
+        or log_len % 4
+        or not 0 < meta_gen <= gen
+    ):
+        return None
+    log = bytes(raw[RECORD_LOG_OFFSET : RECORD_LOG_OFFSET + log_len])
+    return Record(active, gen, meta_crc, meta_gen, log)

@@ -257,8 +257,11 @@ class Pager(PageReader, AsyncPagerMethods):
     def _commit_all(self) -> None:
         """Commit the open batch together with the directory blocks it changed."""
         core, d = self._core, self._dir
+        log = d.record_log()
         if d.dirty or d.index_dirty:
             core.stage(d.write(core.mapping(), core.generation + 1, self._crc))
+        if log is not None:
+            core.set_log(log)
         core.commit()
         d.committed()
         self._freed.clear()

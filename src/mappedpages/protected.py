@@ -76,6 +76,13 @@ class Directory:
         self.index_dirty = False
         self.new: set[int] = set()  # blocks (and -1 for the index) made since the last commit
         self.uncommitted: set[int] = set()  # slots whose current copy is not committed yet
+        # slot -> current flag, for slots switched since their block was last written: the
+        # commit record carries these, so that a protected write commits one page and the
+        # record instead of rewriting its directory block (and the commit writing blocks next
+        # writes theirs too and empties it)
+        self.log: dict[int, int] = {}
+        self.log_room = (fmt.record_count(geo.page_size) > 1) * fmt.RECORD_LOG_MAX // 4
+        self.log_changed = False
         self._serial = 0
 
     # -- loading -------------------------------------------------------------------------
@@ -86,7 +93,10 @@ class Directory:
         geo: fmt.Geometry = core.geometry
         d = cls(geo)
         dir_a, dir_b = core.directory
+        log = core.log
         if dir_a == 0:
+            if log:
+                raise CorruptProtectedDirectory("the commit record has a log but no directory")
             return d
         n, gen = core.page_count, core.generation
         cur, stale = _choose(view, geo, (dir_a, dir_b), fmt.DIR_INDEX_MAGIC, gen, crc)
@@ -135,6 +145,12 @@ class Directory:
                 claim(pb, CorruptProtectedDirectory)
                 d._append(pa, pb, 1 if w0 & _FLAG else 0)
         d.internal = seen
+        for (word,) in fmt.LOG_ENTRY.iter_unpack(log):
+            slot = word & ~fmt.LOG_CURRENT_B
+            if not d.is_used(slot) or slot in d.log:
+                raise CorruptProtectedDirectory(f"the commit record's log names slot {slot}")
+            d.log[slot] = d.ent_cur[slot] = 1 if word & fmt.LOG_CURRENT_B else 0
+            d._patch(slot)
         return d
 
     def _append(self, pa: int, pb: int, cur: int) -> None:
@@ -222,19 +238,43 @@ class Directory:
         if slot not in self.uncommitted:
             self.ent_cur[slot] ^= 1
             self.uncommitted.add(slot)
-            self._encode(slot)
+            log = self.log
+            room = slot in log or len(log) < self.log_room
+            if room and slot // self.per_block not in self.dirty:
+                log[slot] = self.ent_cur[slot]
+                self.log_changed = True
+                self._patch(slot)
+            else:
+                self._encode(slot)
         return self.current_page(slot)
 
     def _encode(self, slot: int) -> None:
         """Patch the slot's entry into its block's bytes and mark the block for writing."""
+        self._patch(slot)
+        self.dirty.add(slot // self.per_block)
+
+    def _patch(self, slot: int) -> None:
         b, i = divmod(slot, self.per_block)
         pa = self.ent_a[slot]
         w0 = pa | (_FLAG if pa and self.ent_cur[slot] else 0)
         off = fmt.DIR_ENTRIES_OFFSET + 16 * i
         fmt.DIR_ENTRY.pack_into(self.bodies[b], off, w0, self.ent_b[slot])
-        self.dirty.add(b)
 
     # -- commit --------------------------------------------------------------------------
+
+    def record_log(self) -> bytes | None:
+        """The log the next commit record carries, or None when it stays as it is.
+
+        A commit that writes blocks writes those of the logged slots too, and empties the log.
+        """
+        if self.log and (self.dirty or self.index_dirty):
+            self.dirty.update(slot // self.per_block for slot in self.log)
+            self.log.clear()
+            self.log_changed = True
+        if not self.log_changed:
+            return None
+        flag = fmt.LOG_CURRENT_B
+        return b"".join(fmt.LOG_ENTRY.pack(s | (flag if c else 0)) for s, c in self.log.items())
 
     def write(self, view: memoryview, generation: int, crc: Crc) -> list[int]:
         """Write every changed block to its non-current copy; return the pages written."""
@@ -283,6 +323,7 @@ class Directory:
         self.index_dirty = False
         self.new.clear()
         self.uncommitted.clear()
+        self.log_changed = False
 
 
 class ProtectedPageWriter:

@@ -1,10 +1,12 @@
 /* Exercises the C core directly, for builds with AddressSanitizer and UndefinedBehaviorSanitizer
  * (tests/test_c_sanitizers.py): every public call, then mutated files through mp_open.
  *
- * usage: core_driver FILE BASE SCRATCH MUTATIONS
+ * usage: core_driver FILE BASE SCRATCH MUTATIONS LOGGED
  *   FILE     a freshly created 1 KiB-page file (it is modified)
  *   BASE     a 1 KiB-page file in use beyond bitmap group 1, the original of the mutations
  *   SCRATCH  a path the mutated copies are written to (best on tmpfs)
+ *   LOGGED   a 4 KiB-page file whose commit record logs protected writes (it is modified, and
+ *            the original of a fifth as many mutations)
  * Exits 0 when every check held; prints the failed check otherwise. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -134,6 +136,10 @@ static void workload(const char *path) {
     CHECK(mp_flush_pages(c, bad, 2) == MP_E_OUT_OF_BOUNDS);
     CHECK(mp_free_bulk(c, pages + 100, 5000) == 0);
     CHECK(mp_free_count(c) == free_before + 5001);
+    /* 1 KiB pages: one commit record, which carries no log */
+    unsigned char log[480] = {0};
+    CHECK(mp_set_log(c, log, 4) == MP_E_VALUE);
+    CHECK(mp_log(c, log) == 0);
     /* a batch that grows the file, rolled back */
     uint64_t before_n = mp_page_count(c), before_free = mp_free_count(c), used = count_scan(c);
     CHECK(mp_begin(c) == 0);
@@ -176,6 +182,28 @@ static void workload(const char *path) {
     shut(c, fd);
 }
 
+/* The record's log: kept across commits, restored by a rollback, read back after a reopen. */
+static void logged(const char *path) {
+    int fd, rc;
+    mp_core *c = open_file(path, MP_WRITABLE, &fd, &rc);
+    CHECK(rc == 0);
+    unsigned char log[480], again[480];
+    int len = mp_log(c, log);
+    CHECK(len > 0 && len % 4 == 0);
+    CHECK(mp_set_log(c, log, 477) == MP_E_VALUE && mp_set_log(c, log, 480) == MP_E_VALUE);
+    CHECK(mp_set_log(c, log, 6) == MP_E_VALUE && mp_log(c, again) == len);
+    uint64_t gen = mp_generation(c);
+    CHECK(mp_begin(c) == 0 && mp_set_log(c, log, 0) == 0 && mp_log(c, again) == 0);
+    CHECK(mp_rollback(c) == 0 && mp_log(c, again) == len && memcmp(log, again, (size_t)len) == 0);
+    CHECK(mp_alloc(c) > 2 && mp_generation(c) == gen + 1 && mp_log(c, again) == len);
+    CHECK(mp_set_log(c, log, 4) == 0 && mp_commit(c) == 0 && mp_generation(c) == gen + 2);
+    shut(c, fd);
+    c = open_file(path, MP_WRITABLE, &fd, &rc);
+    CHECK(rc == 0 && mp_generation(c) == gen + 2 && mp_log(c, again) == 4 && memcmp(log, again, 4) == 0);
+    CHECK(mp_set_log(c, log, (uint32_t)len) == 0 && mp_commit(c) == 0);
+    shut(c, fd);
+}
+
 static void hostile(const char *path, const char *scratch, long mutations) {
     int fd = open(path, O_RDONLY);
     struct stat st;
@@ -191,8 +219,8 @@ static void hostile(const char *path, const char *scratch, long mutations) {
         int edits = 1 + (int)(rnd() % 4);
         for (int e = 0; e < edits; e++) {
             /* mostly the structures: the superblock, metadata pages, group 1's copies */
-            static const size_t hot[] = {0, 512, 1024, 2048, 7168 * 1024, 7169 * 1024};
-            size_t at = rnd() % 3 ? hot[rnd() % 6] + rnd() % 160 : rnd() % size;
+            static const size_t hot[] = {0, 512, 1024, 2048, 4096, 8192, 7168 * 1024, 7169 * 1024};
+            size_t at = rnd() % 3 ? hot[rnd() % 8] + rnd() % 160 : rnd() % size;
             if (at >= size) at = rnd() % size;
             switch (rnd() % 5) {
             case 0: img[at] ^= (unsigned char)(1u << (rnd() % 8)); break;
@@ -238,13 +266,15 @@ static void hostile(const char *path, const char *scratch, long mutations) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s FILE BASE SCRATCH MUTATIONS\n", argv[0]);
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s FILE BASE SCRATCH MUTATIONS LOGGED\n", argv[0]);
         return 2;
     }
     crc_paths_agree();
     bitmap_matches_naive();
     workload(argv[1]);
+    logged(argv[5]);
+    hostile(argv[5], argv[3], atol(argv[4]) / 5);
     hostile(argv[2], argv[3], atol(argv[4]));
     if (failures) fprintf(stderr, "%d checks failed\n", failures);
     return failures ? 1 : 0;

@@ -20,6 +20,10 @@ with mp.Pager.create(os.path.join(work, "base.mp"), 1024, sync=False) as p:
     ids = p.alloc_bulk(7400)
     p.free_bulk(ids[::3])
     p.alloc_protected_bulk(70)
+with mp.Pager.create(os.path.join(work, "logged.mp"), 4096, sync=False) as p:
+    for ppid in p.alloc_protected_bulk(4)[1:3]:
+        with ppid.get_mut(p) as w:
+            w.page_mut()[:2] = b"ok"
 PY
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-    "$work/core_driver" "$work/fresh.mp" "$work/base.mp" "$work/scratch.mp" "$n"
+    "$work/core_driver" "$work/fresh.mp" "$work/base.mp" "$work/scratch.mp" "$n" "$work/logged.mp"

@@ -1,0 +1,172 @@
+"""The commit record's log: protected writes that commit one page and the record.
+
+From 2 KiB pages on, page 0 holds two commit records, and a protected write records its slot's
+new current copy in the record's log instead of rewriting the directory block; the next commit
+that writes directory blocks writes those too and empties the log (docs/FORMAT.md, "Commit
+records").
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+import mappedpages as mp
+from helpers import check_ok
+from mappedpages import format as fmt
+from mappedpages.checker import check_file
+from mappedpages.handles import ProtectedPageId
+
+PS = 4096
+ENTRIES = fmt.RECORD_LOG_MAX // fmt.LOG_ENTRY.size
+
+
+def _write(p: mp.Pager, ppid: ProtectedPageId, data: bytes) -> None:
+    with ppid.get_mut(p) as w:
+        w.page_mut()[: len(data)] = data
+
+
+def _read(p: mp.Pager, ppid: ProtectedPageId, n: int) -> bytes:
+    return bytes(p.get_protected_page(ppid)[:n])
+
+
+def _logged(path: str) -> int:
+    report = check_file(path, mp.crc32c)
+    assert report.ok, report.problems
+    return report.log_entries
+
+
+def _newest_record(path: str) -> int:
+    with open(path, "rb") as f:
+        head = f.read(2 * PS)
+    records = [fmt.read_record(head, i, mp.crc32c) for i in (0, 1)]
+    gens = [r.generation if r else -1 for r in records]
+    return gens.index(max(gens))
+
+
+def test_a_protected_write_goes_to_the_log(core: str, path: str) -> None:
+    with mp.Pager.create(path, PS) as p:
+        a, b = p.alloc_protected_bulk(2)
+        assert _logged(path) == 0
+        _write(p, a, b"first")
+        assert _logged(path) == 1
+        _write(p, a, b"again")  # the same slot: its entry is updated, not repeated
+        _write(p, b, b"other")
+        assert _logged(path) == 2
+        page = p.alloc()  # a commit of the allocation state carries the log along
+        assert _logged(path) == 2
+    with mp.Pager.open(path) as p:
+        assert _read(p, a, 5) == b"again" and _read(p, b, 5) == b"other"
+        assert list(p.iter_allocated_pages()) == [page]
+
+
+def test_a_commit_writing_blocks_empties_the_log(core: str, path: str) -> None:
+    with mp.Pager.create(path, PS) as p:
+        a, b = p.alloc_protected_bulk(2)
+        _write(p, a, b"logged")
+        assert _logged(path) == 1
+        c = p.alloc_protected()  # writes a's block (with the logged change) and the new entry
+        assert _logged(path) == 0
+        _write(p, b, b"next")
+        assert _logged(path) == 1
+    with mp.Pager.open(path) as p:
+        assert [_read(p, x, 6) for x in (a, b, c)] == [b"logged", b"next\0\0", bytes(6)]
+
+
+def test_a_full_log_is_written_out(core: str, path: str) -> None:
+    with mp.Pager.create(path, PS) as p:
+        ids = p.alloc_protected_bulk(ENTRIES + 3)
+        seen = []
+        for i, ppid in enumerate(ids):
+            _write(p, ppid, struct.pack("<I", i))
+            seen.append(_logged(path))
+    # one entry per slot until the log is full; the next write empties it into the blocks
+    assert seen == [*range(1, ENTRIES + 1), 0, 1, 2]
+    with mp.Pager.open(path) as p:
+        assert [_read(p, x, 4) for x in ids] == [struct.pack("<I", i) for i in range(len(ids))]
+    check_ok(path)
+
+
+def test_a_rollback_restores_the_committed_log(core: str, path: str) -> None:
+    with mp.Pager.create(path, PS) as p:
+        a, b = p.alloc_protected_bulk(2)
+        _write(p, a, b"kept")
+        committed = p._core.log
+        assert len(committed) == fmt.LOG_ENTRY.size
+        with pytest.raises(RuntimeError), p.batch():
+            _write(p, b, b"dropped")
+            raise RuntimeError("abandon the batch")
+        assert p._core.log == committed
+        assert _read(p, b, 7) == bytes(7)
+        _write(p, b, b"later")
+    with mp.Pager.open(path) as p:
+        assert _read(p, a, 4) == b"kept" and _read(p, b, 5) == b"later"
+
+
+def test_a_damaged_newest_record_means_the_previous_commit(core: str, path: str) -> None:
+    with mp.Pager.create(path, PS) as p:
+        (a,) = p.alloc_protected_bulk(1)
+        _write(p, a, b"one")
+        _write(p, a, b"two")
+    newest = _newest_record(path)
+    with open(path, "r+b") as f:  # as if its write had been cut short
+        f.seek(fmt.RECORD_OFFSET + newest * fmt.RECORD_SIZE + 40)
+        f.write(b"\xff")
+    check_ok(path)
+    with mp.Pager.open(path) as p:
+        assert _read(p, a, 3) == b"one"
+        _write(p, a, b"three")  # overwrites the damaged record
+    with mp.Pager.open(path) as p:
+        assert _read(p, a, 5) == b"three"
+    check_ok(path)
+
+
+@pytest.mark.parametrize("forge", ["free slot", "twice", "beyond"])
+def test_a_forged_log_is_rejected(core: str, path: str, forge: str) -> None:
+    with mp.Pager.create(path, PS) as p:
+        a, b = p.alloc_protected_bulk(2)
+        p.free_protected(b)
+        _write(p, a, b"x")
+    newest = _newest_record(path)
+    off = fmt.RECORD_OFFSET + newest * fmt.RECORD_SIZE
+    with open(path, "r+b") as f:
+        f.seek(off)
+        record = bytearray(f.read(fmt.RECORD_SIZE))
+        entry = record[fmt.RECORD_LOG_OFFSET : fmt.RECORD_LOG_OFFSET + 4]
+        log = {
+            "free slot": struct.pack("<I", int(b)),
+            "twice": bytes(entry) * 2,
+            "beyond": struct.pack("<I", 5000),
+        }[forge]
+        struct.pack_into("<I", record, 20, len(log))
+        record[fmt.RECORD_LOG_OFFSET : fmt.RECORD_LOG_OFFSET + len(log)] = log
+        crc = mp.crc32c(bytes(record[: fmt.RECORD_CRC_OFFSET]))
+        struct.pack_into("<I", record, fmt.RECORD_CRC_OFFSET, crc)
+        f.seek(off)
+        f.write(record)
+    with pytest.raises(mp.CorruptProtectedDirectory):
+        mp.Pager.open(path)
+    with pytest.raises(mp.CorruptProtectedDirectory):
+        mp.ReadOnlyPager.open(path)
+    assert not check_file(path, mp.crc32c).ok
+
+
+def test_one_kib_pages_have_one_record_and_no_log(core: str, path: str) -> None:
+    with mp.Pager.create(path, 1024) as p:
+        (a,) = p.alloc_protected_bulk(1)
+        _write(p, a, b"direct")
+        assert _logged(path) == 0
+        with pytest.raises(ValueError):
+            p._core.set_log(struct.pack("<I", int(a)))
+    with open(path, "rb") as f:
+        record = fmt.read_record(f.read(1024), 0, mp.crc32c)
+    assert record is not None and record.log == b""
+    with mp.Pager.open(path) as p:
+        assert _read(p, a, 6) == b"direct"
+
+
+@pytest.mark.parametrize("size", [3, fmt.RECORD_LOG_MAX + 4])
+def test_set_log_checks_its_length(core: str, path: str, size: int) -> None:
+    with mp.Pager.create(path, PS) as p, pytest.raises(ValueError):
+        p._core.set_log(bytes(size))
