@@ -9,6 +9,9 @@
  *      the new generation and the log;
  *   4. barrier: msync page 0;
  *   5. adopt the new state in memory.
+ * A commit that wrote nothing but one staged page (a protected write) skips barrier 1: its
+ * record holds the page's CRC32C, barrier 2 makes both durable, and on open a record whose page
+ * does not match is the commit cut short, so the record before it is in force.
  * A failure anywhere poisons the core: the file still holds a consistent state, but this
  * process can no longer tell which one. */
 #include <errno.h>
@@ -54,7 +57,8 @@ static int write_step(mp_core *c) {
     if (!c->ntouched && !c->grew && !c->forced) return 0;
     /* staged pages and the log alone leave the metadata as it is: the record names it again */
     c->meta_written = c->ntouched || c->grew || c->meta_dirty || mp_record_count(c->geo.page_size) < 2;
-    if (!c->meta_written) return 1;
+    c->single = !c->meta_written && c->nstaged == 1;
+    if (!c->meta_written) return c->single ? 2 : 1;
     const uint64_t ps = c->geo.page_size;
     for (uint64_t i = 0; i < c->ntouched; i++) {
         uint64_t k = c->touched[i];
@@ -72,7 +76,7 @@ static int write_step(mp_core *c) {
 }
 
 static int sync1_step(mp_core *c) {
-    if (!c->sync) return 0;
+    if (!c->sync || c->single) return 0;
     if (c->grew) {
         if (fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
         c->grew = 0;
@@ -94,6 +98,11 @@ static void flip_step(mp_core *c) {
     mp_put32(rec + 16, mp_get32(meta + 4));
     mp_put32(rec + 20, c->log_len);
     mp_put64(rec + 24, c->meta_written ? c->gen + 1 : c->meta_gen);
+    if (c->single) {
+        const uint64_t ps = c->geo.page_size;
+        mp_put64(rec + MP_RECORD_CHECK_OFFSET, c->staged);
+        mp_put32(rec + MP_RECORD_CHECK_OFFSET + 8, mp_crc32c(0, c->map + c->staged * ps, (size_t)ps));
+    }
     memcpy(rec + MP_RECORD_LOG_OFFSET, c->log, c->log_len);
     mp_put32(rec + MP_RECORD_CRC_OFFSET, mp_crc32c(0, rec, MP_RECORD_CRC_OFFSET));
 }
@@ -107,6 +116,8 @@ static void done_step(mp_core *c) {
     }
     c->meta_written = 0;
     c->meta_dirty = 0;
+    c->nstaged = 0;
+    c->single = 0;
     memcpy(c->log_committed, c->log, c->log_len);
     c->log_len_committed = c->log_len;
     for (uint64_t i = 0; i < c->ntouched; i++) {
@@ -128,7 +139,7 @@ int mp__step(mp_core *c, int step) {
     case MP_STEP_WRITE: r = write_step(c); break;
     case MP_STEP_SYNC1: r = sync1_step(c); break;
     case MP_STEP_FLIP: flip_step(c); break;
-    case MP_STEP_SYNC2: r = c->sync ? mp__sync_range(c, 0, 1) : 0; break;
+    case MP_STEP_SYNC2: r = c->sync ? mp__sync_range(c, 0, c->single ? c->sync_hi : 1) : 0; break;
     case MP_STEP_DONE: done_step(c); break;
     default: return mp__fail(c, MP_E_VALUE, "no commit step %d", step);
     }

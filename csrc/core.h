@@ -38,6 +38,9 @@ struct mp_core {
     int forced;        /* commit even without bitmap changes: pages staged or the log set */
     int meta_dirty;    /* the metadata must be rewritten: the directory pointers changed */
     int meta_written;  /* the commit in progress wrote the inactive metadata copy */
+    uint64_t nstaged, staged; /* pages staged for the next commit, and the last of them */
+    int single;        /* the commit in progress has one barrier: it wrote one staged page and
+                          the record, which holds that page's checksum */
     /* the record's log (opaque here; the protected-page directory's changes since its blocks
      * were last written): as the next commit writes it, and as the last commit wrote it */
     uint32_t log_len, log_len_committed;

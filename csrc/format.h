@@ -25,8 +25,9 @@
  * writes the one that does not hold the committed state. */
 #define MP_RECORD_OFFSET 512u
 #define MP_RECORD_SIZE 512u
-#define MP_RECORD_LOG_OFFSET 32u
-#define MP_RECORD_LOG_MAX 476u
+#define MP_RECORD_CHECK_OFFSET 32u /* page (8) and CRC32C (4) of a one-barrier commit's page */
+#define MP_RECORD_LOG_OFFSET 48u
+#define MP_RECORD_LOG_MAX 460u
 #define MP_RECORD_CRC_OFFSET 508u
 #define MP_BLOCK_HEADER_SIZE 32u
 #define MP_META_FIELDS_OFFSET 32u

@@ -127,6 +127,25 @@ static void group_span(const mp_core *c, uint64_t k, uint64_t *first, uint64_t *
     *offset = k == 0 ? MP_META_BITMAP_OFFSET : MP_GROUP_BITMAP_OFFSET;
 }
 
+/* Whether the page a one-barrier commit's record names (none: ok) holds what was committed. */
+static int check_page(mp_core *c, const unsigned char *x, uint64_t n, uint64_t size, int *ok) {
+    const uint64_t ps = c->geo.page_size, page = mp_get64(x + MP_RECORD_CHECK_OFFSET);
+    *ok = page == 0;
+    if (page == 0 || page < MP_RESERVED_PAGES || page >= n || page >= size / ps) return 0;
+    const size_t chunk = ps < 65536 ? (size_t)ps : 65536;
+    unsigned char *buf = malloc(chunk);
+    if (!buf) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
+    uint32_t crc = 0;
+    int r = 0;
+    for (uint64_t off = 0; off < ps && !r; off += chunk) {
+        r = read_at(c, buf, chunk, page * ps + off);
+        if (!r) crc = mp_crc32c(crc, buf, chunk);
+    }
+    free(buf);
+    *ok = !r && crc == mp_get32(x + MP_RECORD_CHECK_OFFSET + 8);
+    return r;
+}
+
 static int load(mp_core *c, uint32_t wanted) {
     struct stat st;
     if (fstat(c->fd, &st) != 0) return mp__fail_os(c, errno, "fstat");
@@ -163,24 +182,40 @@ static int load(mp_core *c, uint32_t wanted) {
         r = read_at(c, rec1, sizeof rec1, MP_RECORD_OFFSET + MP_RECORD_SIZE);
         if (r) goto out;
     }
-    int chosen = -1, rec = 0;
-    uint64_t gen = 0, meta_gen = 0;
-    const unsigned char *log = NULL;
-    uint32_t log_len = 0;
+    int cand[2], nc = 0;
     for (unsigned i = 0; i < nrec; i++) {
         const unsigned char *x = records[i];
         uint32_t active = mp_get32(x + 4), len = mp_get32(x + 20);
         uint64_t g = mp_get64(x + 8), mg = mp_get64(x + 24);
-        if (memcmp(x, MP_RECORD_MAGIC, 4) != 0 || mp_get32(x + MP_RECORD_CRC_OFFSET) != mp_crc32c(0, x, MP_RECORD_CRC_OFFSET) ||
-            active > 1 || len > MP_RECORD_LOG_MAX || len % 4 || mg == 0 || mg > g || gens[active] != mg ||
-            mp_get32(metas + (size_t)active * m + 4) != mp_get32(x + 16) || g <= gen)
+        if (memcmp(x, MP_RECORD_MAGIC, 4) == 0 && mp_get32(x + MP_RECORD_CRC_OFFSET) == mp_crc32c(0, x, MP_RECORD_CRC_OFFSET) &&
+            active <= 1 && len <= MP_RECORD_LOG_MAX && len % 4 == 0 && mg && mg <= g && gens[active] == mg &&
+            mp_get32(metas + (size_t)active * m + 4) == mp_get32(x + 16) && mp_get32(x + 44) == 0)
+            cand[nc++] = (int)i;
+    }
+    if (nc == 2 && mp_get64(records[cand[1]] + 8) > mp_get64(records[cand[0]] + 8)) {
+        cand[0] = 1;
+        cand[1] = 0;
+    }
+    int chosen = -1, rec = 0, erase = -1;
+    uint64_t gen = 0, meta_gen = 0;
+    const unsigned char *log = NULL;
+    uint32_t log_len = 0;
+    for (int k = 0; k < nc && chosen < 0; k++) {
+        const unsigned char *x = records[cand[k]];
+        uint32_t active = mp_get32(x + 4);
+        int ok;
+        r = check_page(c, x, mp_get64(metas + (size_t)active * m + MP_META_FIELDS_OFFSET), size, &ok);
+        if (r) goto out;
+        if (!ok) { /* a one-barrier commit cut short: its page did not land */
+            erase = cand[k];
             continue;
+        }
         chosen = (int)active;
-        rec = (int)i;
-        gen = g;
-        meta_gen = mg;
+        rec = cand[k];
+        gen = mp_get64(x + 8);
+        meta_gen = mp_get64(x + 24);
         log = x + MP_RECORD_LOG_OFFSET;
-        log_len = len;
+        log_len = mp_get32(x + 20);
     }
     if (chosen < 0) {
         if (!gens[0] && !gens[1]) {
@@ -225,6 +260,15 @@ static int load(mp_core *c, uint32_t wanted) {
     c->n = n;
     r = mp__map(c, n * ps);
     if (r) goto out;
+    if (erase >= 0 && c->writable) {
+        /* before anything else is written: were a later commit to make that page match again
+         * and be cut short itself, the record would return, naming blocks of that commit */
+        memset(c->map + MP_RECORD_OFFSET + (uint64_t)erase * MP_RECORD_SIZE, 0, MP_RECORD_SIZE);
+        if (c->sync) {
+            r = mp__sync_range(c, 0, 1);
+            if (r) goto out;
+        }
+    }
     uint64_t groups = mp_group_count(&c->geo, n);
     r = mp__group_room(c, groups);
     if (r) goto out;

@@ -207,8 +207,9 @@ class CCore:
         if not self._check(lib.mp_pending(c)):
             return
         try:
-            self._check(lib.mp_commit_step(c, lib.MP_STEP_WRITE))
-            hook("barrier1")
+            barriers = self._check(lib.mp_commit_step(c, lib.MP_STEP_WRITE))
+            if barriers != 2:  # 2: a one-barrier commit, whose first barrier does nothing
+                hook("barrier1")
             self._check(lib.mp_commit_step(c, lib.MP_STEP_SYNC1))
             self._check(lib.mp_commit_step(c, lib.MP_STEP_FLIP))
             hook("barrier2")

@@ -92,21 +92,14 @@ class PyCore:
         gens = [self._block_gen(metas[i], 1 + i, fmt.META_MAGIC) for i in (0, 1)]
         # the newest valid commit record whose metadata copy matches it; none (a damaged page 0
         # or active metadata copy): the newest valid metadata copy, with an empty log
-        chosen, rec_index, gen, meta_gen, log = -1, 0, 0, 0, b""
-        found: fmt.Record | None = None
+        chosen, gen, meta_gen, log = -1, 0, 0, b""
         head += os.pread(self._fd, fmt.RECORD_SIZE, 1024) if fmt.record_count(ps) > 1 else b""
-        for i in range(fmt.record_count(ps)):
-            rec = fmt.read_record(head, i, crc32c)
-            if (
-                rec is None
-                or gens[rec.active] != rec.meta_gen
-                or _U32.unpack_from(metas[rec.active], 4)[0] != rec.meta_crc
-                or rec.generation <= gen
-            ):
-                continue
-            found, rec_index, gen = rec, i, rec.generation
+        rec_index, found, passed = fmt.select_record(
+            head, ps, metas, gens, size, lambda off, n: os.pread(self._fd, n, off), crc32c
+        )
         if found is not None:
-            chosen, meta_gen, log = found.active, found.meta_gen, found.log
+            chosen, gen, meta_gen, log = found.active, found.generation, found.meta_gen, found.log
+        rec_index = max(rec_index, 0)
         if chosen < 0:
             if not any(gens):
                 raise CorruptMetadata("neither metadata copy is valid")
@@ -135,6 +128,14 @@ class PyCore:
         self._log = self._log_committed = log
         self._n: int = n
         self._map()
+        if passed and self._writable:
+            # before anything else is written: were a later commit to make that page match
+            # again and be cut short itself, the record would return, naming its blocks
+            for i in passed:
+                off = fmt.RECORD_OFFSET + i * fmt.RECORD_SIZE
+                self._mm[off : off + fmt.RECORD_SIZE] = bytes(fmt.RECORD_SIZE)
+            if self._sync:
+                self._mm.flush(0, _OS_PAGE)
         self._bits = bytearray(self._bitmap_bytes(n))
         self._cur: list[int] = [chosen]
         self._dirty: set[int] = set()
@@ -463,6 +464,8 @@ class PyCore:
                 written.append((target * self._ps, self._m))
             # staged pages and the log alone leave the metadata as it is: the record names it
             meta_written = bool(groups) or self._grew or self._meta_dirty or self._nrec < 2
+            # one staged page and nothing else: one barrier, the record holding its checksum
+            single = not meta_written and len(self._staged) == 1
             active, meta_gen = self._active, self._meta_gen
             if meta_written:
                 active, meta_gen = 1 - active, self._gen + 1
@@ -470,7 +473,8 @@ class PyCore:
                 body = fields + bytes(96 - len(fields)) + self._group_body(0, 128)
                 self._write_block(1 + active, fmt.META_MAGIC, body)
                 written.append(((1 + active) * self._ps, self._m))
-            self._barrier("barrier1", written)
+            if not single:
+                self._barrier("barrier1", written)
             off = (1 + active) * self._ps
             (meta_crc,) = _U32.unpack(self._mm[off + 4 : off + 8])
             rec = bytearray(fmt.RECORD_SIZE)
@@ -479,11 +483,15 @@ class PyCore:
                 rec, 0, fmt.RECORD_MAGIC, active, self._gen + 1, meta_crc, len(log), meta_gen
             )
             rec[fmt.RECORD_LOG_OFFSET : fmt.RECORD_LOG_OFFSET + len(log)] = log
+            if single:
+                page = self._staged[0]
+                check = crc32c(self._mm[page * self._ps : (page + 1) * self._ps])
+                fmt.RECORD_CHECK.pack_into(rec, fmt.RECORD_CHECK_OFFSET, page, check, 0)
             _U32.pack_into(rec, fmt.RECORD_CRC_OFFSET, crc32c(bytes(rec[: fmt.RECORD_CRC_OFFSET])))
             rec_index = 1 - self._rec if self._nrec > 1 else 0
             off = fmt.RECORD_OFFSET + rec_index * fmt.RECORD_SIZE
             self._mm[off : off + fmt.RECORD_SIZE] = rec
-            self._barrier("barrier2", [(0, self._m)])
+            self._barrier("barrier2", [(0, self._m), *(written if single else [])])
         except BaseException:
             self._poisoned = True
             raise

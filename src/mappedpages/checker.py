@@ -33,15 +33,17 @@ from .format import (
     META_FIELDS_OFFSET,
     META_MAGIC,
     RECORD_SIZE,
+    Crc32c,
     Geometry,
     dir_capacity,
     popcount,
     read_record,
     record_count,
+    select_record,
     valid_page_size,
 )
 
-Crc = Callable[[bytes], int]
+Crc = Crc32c
 
 
 @dataclass
@@ -151,16 +153,19 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
     valid = sorted(
         ((rec.generation, i, rec) for i, rec in records if rec is not None), reverse=True
     )
+    gens = [b.generation if b.valid else 0 for b in blocks]
+    index, rec, passed = select_record(
+        head, page_size, metas, gens, r.file_size, lambda off, n: _read(fd, off, n), crc32c
+    )
     chosen, log = -1, b""
-    for rank, (_gen, i, rec) in enumerate(valid):
-        (bcrc,) = struct.unpack_from("<I", metas[rec.active], 4)
-        b = blocks[rec.active]
-        if b.valid and b.generation == rec.meta_gen and bcrc == rec.meta_crc:
-            chosen, r.record, log = rec.active, i, rec.log
-            gen = rec.generation
-            break
-        if rank == 0:  # an older record may name a copy rewritten since; the newest may not
-            r.problems.append(f"commit record {i} names a metadata copy that does not match it")
+    if rec is not None:
+        chosen, r.record, log, gen = rec.active, index, rec.log, rec.generation
+    for i in passed:
+        # the page of a one-barrier commit did not land: the power cut came before its barrier
+        r.notes.append(f"commit record {i} is a commit cut short; the record before it is used")
+    newest = next((i for _g, i, _r in valid if i not in passed), None)
+    if newest is not None and newest != r.record:
+        r.problems.append(f"commit record {newest} names a metadata copy that does not match it")
     if chosen < 0:
         if not valid and len(records) == 1:
             # a power cut during the record write: the metadata is rewritten by every commit

@@ -7,7 +7,7 @@ mirrors the same numbers in ``csrc/format.h`` and a test compares the two.
 from __future__ import annotations
 
 import struct
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Protocol
 
 FORMAT_VERSION = 1
 MAGIC = b"MAPPEDPG"
@@ -33,8 +33,11 @@ IDENTITY_CRC_OFFSET = 60
 RECORD_OFFSET = 512
 RECORD_SIZE = 512
 RECORD = struct.Struct("<4sIQIIQ")  # magic, active, generation, meta_crc, log_len, meta_gen
-RECORD_LOG_OFFSET = 32
-RECORD_LOG_MAX = 476
+# a one-barrier commit's page and the CRC32C of its P bytes (page 0: none), then 4 zero bytes
+RECORD_CHECK = struct.Struct("<QII")
+RECORD_CHECK_OFFSET = 32
+RECORD_LOG_OFFSET = 48
+RECORD_LOG_MAX = 460
 RECORD_CRC_OFFSET = 508  # CRC32C of the record's bytes [0, 508)
 # a log entry: a protected page's slot whose current copy changed since its directory block
 # was written, with the new current flag in bit 31
@@ -173,6 +176,12 @@ def initial_image(page_size: int, crc32c: Callable[[bytes], int]) -> bytes:
     return bytes(image)
 
 
+class Crc32c(Protocol):
+    """``crc32c(data, crc)``: the checksum of ``data``, continuing ``crc``."""
+
+    def __call__(self, data: bytes, crc: int = 0, /) -> int: ...
+
+
 class Record(NamedTuple):
     """A commit record: the metadata copy it names, and its log."""
 
@@ -181,6 +190,8 @@ class Record(NamedTuple):
     meta_crc: int
     meta_gen: int
     log: bytes
+    check_page: int  # 0: the commit had two barriers; else its one page, which must match
+    check_crc: int
 
 
 def read_record(page0: bytes, i: int, crc32c: Callable[[bytes], int]) -> Record | None:
@@ -192,6 +203,7 @@ def read_record(page0: bytes, i: int, crc32c: Callable[[bytes], int]) -> Record 
         return None
     magic, active, gen, meta_crc, log_len, meta_gen = RECORD.unpack_from(raw, 0)
     (rcrc,) = struct.unpack_from("<I", raw, RECORD_CRC_OFFSET)
+    check_page, check_crc, reserved = RECORD_CHECK.unpack_from(raw, RECORD_CHECK_OFFSET)
     if (
         magic != RECORD_MAGIC
         or rcrc != crc32c(bytes(raw[:RECORD_CRC_OFFSET]))
@@ -199,7 +211,56 @@ def read_record(page0: bytes, i: int, crc32c: Callable[[bytes], int]) -> Record 
         or log_len > RECORD_LOG_MAX
         or log_len % 4
         or not 0 < meta_gen <= gen
+        or reserved
     ):
         return None
     log = bytes(raw[RECORD_LOG_OFFSET : RECORD_LOG_OFFSET + log_len])
-    return Record(active, gen, meta_crc, meta_gen, log)
+    return Record(active, gen, meta_crc, meta_gen, log, check_page, check_crc)
+
+
+def check_matches(
+    rec: Record, page_count: int, file_size: int, page_size: int, read: Callable[[int, int], bytes],
+    crc32c: Crc32c,
+) -> bool:
+    """Whether the page of a one-barrier commit (none: true) holds what its record says."""
+    page = rec.check_page
+    if page == 0:
+        return True
+    if not RESERVED_PAGES <= page < min(page_count, file_size // page_size):
+        return False
+    crc, chunk = 0, min(page_size, 1 << 16)
+    for off in range(0, page_size, chunk):
+        crc = crc32c(read(page * page_size + off, chunk), crc)
+    return crc == rec.check_crc
+
+
+def select_record(
+    page0: bytes,
+    page_size: int,
+    metas: list[bytes],
+    meta_gens: list[int],
+    file_size: int,
+    read: Callable[[int, int], bytes],
+    crc32c: Crc32c,
+) -> tuple[int, Record | None, list[int]]:
+    """The commit record in force (docs/FORMAT.md, "Which copy is current", rule 1).
+
+    Returns its index (-1: none, rule 2 applies), the record, and the indices of newer valid
+    records passed over because their one-barrier commit's page did not land.
+    """
+    candidates = []
+    for i in range(record_count(page_size)):
+        rec = read_record(page0, i, crc32c)
+        if (
+            rec is not None
+            and meta_gens[rec.active] == rec.meta_gen
+            and struct.unpack_from("<I", metas[rec.active], 4)[0] == rec.meta_crc
+        ):
+            candidates.append((rec.generation, i, rec))
+    passed: list[int] = []
+    for _gen, i, rec in sorted(candidates, reverse=True):
+        (count,) = struct.unpack_from("<Q", metas[rec.active], META_FIELDS_OFFSET)
+        if check_matches(rec, count, file_size, page_size, read, crc32c):
+            return i, rec, passed
+        passed.append(i)
+    return -1, None, passed
