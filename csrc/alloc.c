@@ -188,10 +188,6 @@ int mp_stage(mp_core *c, const uint64_t *pages, uint64_t n) {
     for (uint64_t i = 0; !r && i < n; i++) r = check_page(c, pages[i]);
     if (r) return leave(c, r);
     for (uint64_t i = 0; i < n; i++) mp__written(c, pages[i] * c->geo.page_size, c->geo.page_size);
-    if (n) {
-        c->nstaged += n;
-        c->staged = pages[n - 1];
-    }
     c->forced = 1;
     return leave(c, 0);
 }
@@ -221,6 +217,13 @@ int mp_set_log(mp_core *c, const unsigned char *log, uint32_t len) {
         c->log_len = len;
         c->forced = 1;
     }
+    return leave(c, r);
+}
+
+int mp_two_barriers(mp_core *c) {
+    ENTER(c);
+    int r = writer(c);
+    if (!r) c->two = 1;
     return leave(c, r);
 }
 
@@ -261,7 +264,9 @@ static int rollback(mp_core *c) {
     c->dir[1] = mp_get64(meta + MP_META_FIELDS_OFFSET + 24);
     c->forced = 0;
     c->meta_dirty = 0;
-    c->nstaged = 0;
+    c->nwritten = 0;
+    c->too_many = 0;
+    c->two = 0;
     memcpy(c->log, c->log_committed, c->log_len_committed);
     c->log_len = c->log_len_committed;
     c->sync_lo = UINT64_MAX;

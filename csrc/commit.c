@@ -9,9 +9,11 @@
  *      the new generation and the log;
  *   4. barrier: msync page 0;
  *   5. adopt the new state in memory.
- * A commit that wrote nothing but one staged page (a protected write) skips barrier 1: its
- * record holds the page's CRC32C, barrier 2 makes both durable, and on open a record whose page
- * does not match is the commit cut short, so the record before it is in force.
+ * With two records, a commit that did not grow the file and wrote at most MP_RECORD_CHECKS pages
+ * besides the metadata skips barrier 1: its record lists those pages with their CRC32C (the
+ * metadata is named with its own), barrier 2 makes everything durable at once, and on open a
+ * record whose pages or metadata do not match is the commit cut short, so the record before it
+ * is in force.
  * A failure anywhere poisons the core: the file still holds a consistent state, but this
  * process can no longer tell which one. */
 #include <errno.h>
@@ -43,6 +45,24 @@ static void write_block(mp_core *c, uint64_t page, const char *magic, uint64_t k
     mp__written(c, page * c->geo.page_size, m);
 }
 
+void mp__written(mp_core *c, uint64_t off, uint64_t len) {
+    if (off < c->sync_lo) c->sync_lo = off;
+    if (off + len > c->sync_hi) c->sync_hi = off + len;
+    uint64_t page = off / c->geo.page_size;
+    if (page == 1 || page == 2) return; /* the metadata: the record names it with its crc */
+    for (unsigned i = 0; i < c->nwritten; i++)
+        if (c->written[i] == page) return;
+    if (c->nwritten < MP_RECORD_CHECKS)
+        c->written[c->nwritten++] = page;
+    else
+        c->too_many = 1;
+}
+
+static int one_barrier(const mp_core *c) {
+    return mp_record_count(c->geo.page_size) > 1 && !c->grew && !c->two && !c->too_many &&
+           c->geo.page_size <= MP_ONE_BARRIER_MAX_PAGE;
+}
+
 int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi) {
     const uint64_t os = c->os_page;
     lo = lo / os * os;
@@ -53,12 +73,7 @@ int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi) {
     return 0;
 }
 
-static int write_step(mp_core *c) {
-    if (!c->ntouched && !c->grew && !c->forced) return 0;
-    /* staged pages and the log alone leave the metadata as it is: the record names it again */
-    c->meta_written = c->ntouched || c->grew || c->meta_dirty || mp_record_count(c->geo.page_size) < 2;
-    c->single = !c->meta_written && c->nstaged == 1;
-    if (!c->meta_written) return c->single ? 2 : 1;
+static void write_groups_and_metadata(mp_core *c) {
     const uint64_t ps = c->geo.page_size;
     for (uint64_t i = 0; i < c->ntouched; i++) {
         uint64_t k = c->touched[i];
@@ -72,7 +87,15 @@ static int write_step(mp_core *c) {
         write_block(c, s + 1 - (flags & G_CUR), MP_GROUP_MAGIC, k);
     }
     write_block(c, 2 - (uint64_t)c->active, MP_META_MAGIC, 0);
-    return 1;
+}
+
+static int write_step(mp_core *c) {
+    if (!c->ntouched && !c->grew && !c->forced) return 0;
+    /* staged pages and the log alone leave the metadata as it is: the record names it again */
+    c->meta_written = c->ntouched || c->grew || c->meta_dirty || mp_record_count(c->geo.page_size) < 2;
+    if (c->meta_written) write_groups_and_metadata(c);
+    c->single = one_barrier(c);
+    return c->single ? 2 : 1;
 }
 
 static int sync1_step(mp_core *c) {
@@ -100,8 +123,22 @@ static void flip_step(mp_core *c) {
     mp_put64(rec + 24, c->meta_written ? c->gen + 1 : c->meta_gen);
     if (c->single) {
         const uint64_t ps = c->geo.page_size;
-        mp_put64(rec + MP_RECORD_CHECK_OFFSET, c->staged);
-        mp_put32(rec + MP_RECORD_CHECK_OFFSET + 8, mp_crc32c(0, c->map + c->staged * ps, (size_t)ps));
+        uint64_t pages[MP_RECORD_CHECKS];
+        unsigned n = c->nwritten;
+        memcpy(pages, c->written, sizeof pages);
+        for (unsigned i = 1; i < n; i++) /* ascending, as the pure core lists them */
+            for (unsigned j = i; j > 0 && pages[j - 1] > pages[j]; j--) {
+                uint64_t t = pages[j];
+                pages[j] = pages[j - 1];
+                pages[j - 1] = t;
+            }
+        mp_put32(rec + MP_RECORD_CHECK_OFFSET, n);
+        mp_put32(rec + MP_RECORD_CHECK_OFFSET + 4, MP_RECORD_ONE_BARRIER);
+        for (unsigned i = 0; i < n; i++) {
+            unsigned char *e = rec + MP_RECORD_CHECK_OFFSET + 8 + 12 * i;
+            mp_put64(e, pages[i]);
+            mp_put32(e + 8, mp_crc32c(0, c->map + pages[i] * ps, (size_t)ps));
+        }
     }
     memcpy(rec + MP_RECORD_LOG_OFFSET, c->log, c->log_len);
     mp_put32(rec + MP_RECORD_CRC_OFFSET, mp_crc32c(0, rec, MP_RECORD_CRC_OFFSET));
@@ -116,7 +153,9 @@ static void done_step(mp_core *c) {
     }
     c->meta_written = 0;
     c->meta_dirty = 0;
-    c->nstaged = 0;
+    c->nwritten = 0;
+    c->too_many = 0;
+    c->two = 0;
     c->single = 0;
     memcpy(c->log_committed, c->log, c->log_len);
     c->log_len_committed = c->log_len;

@@ -38,9 +38,12 @@ struct mp_core {
     int forced;        /* commit even without bitmap changes: pages staged or the log set */
     int meta_dirty;    /* the metadata must be rewritten: the directory pointers changed */
     int meta_written;  /* the commit in progress wrote the inactive metadata copy */
-    uint64_t nstaged, staged; /* pages staged for the next commit, and the last of them */
-    int single;        /* the commit in progress has one barrier: it wrote one staged page and
-                          the record, which holds that page's checksum */
+    /* pages written for the next commit besides the metadata (the first MP_RECORD_CHECKS) */
+    uint64_t written[MP_RECORD_CHECKS];
+    unsigned nwritten;
+    int too_many;      /* more than that */
+    int two;           /* the layer above asked for two barriers */
+    int single;        /* the commit in progress has one barrier: its record lists the pages */
     /* the record's log (opaque here; the protected-page directory's changes since its blocks
      * were last written): as the next commit writes it, and as the last commit wrote it */
     uint32_t log_len, log_len_committed;
@@ -68,10 +71,8 @@ int mp__map(mp_core *c, uint64_t len);
 int mp__commit(mp_core *c);
 int mp__step(mp_core *c, int step);
 int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi);
-/* Note that bytes [off, off + len) of the mapping must be durable at the first barrier. */
-static inline void mp__written(mp_core *c, uint64_t off, uint64_t len) {
-    if (off < c->sync_lo) c->sync_lo = off;
-    if (off + len > c->sync_hi) c->sync_hi = off + len;
-}
+/* Note that bytes [off, off + len) of the mapping (within one page) must be durable at the
+ * first barrier, and which page they are on. */
+void mp__written(mp_core *c, uint64_t off, uint64_t len);
 
 #endif

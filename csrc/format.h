@@ -25,9 +25,14 @@
  * writes the one that does not hold the committed state. */
 #define MP_RECORD_OFFSET 512u
 #define MP_RECORD_SIZE 512u
-#define MP_RECORD_CHECK_OFFSET 32u /* page (8) and CRC32C (4) of a one-barrier commit's page */
-#define MP_RECORD_LOG_OFFSET 48u
-#define MP_RECORD_LOG_MAX 460u
+/* a one-barrier commit: count (4), flags (4), then up to MP_RECORD_CHECKS pages it wrote, each
+ * as page (8) and the CRC32C of its P bytes (4) */
+#define MP_RECORD_CHECK_OFFSET 32u
+#define MP_RECORD_CHECKS 6u
+#define MP_RECORD_ONE_BARRIER 1u
+#define MP_ONE_BARRIER_MAX_PAGE 65536u
+#define MP_RECORD_LOG_OFFSET 112u
+#define MP_RECORD_LOG_MAX 396u
 #define MP_RECORD_CRC_OFFSET 508u
 #define MP_BLOCK_HEADER_SIZE 32u
 #define MP_META_FIELDS_OFFSET 32u

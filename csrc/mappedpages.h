@@ -36,7 +36,7 @@ enum { MP_WRITABLE = 1, MP_SYNC = 2, MP_PREALLOCATE = 4 };
 /* The steps of a commit, for callers that observe each sync barrier (mp_set_manual). */
 enum {
     MP_STEP_WRITE = 0, /* write the dirty bitmap groups and, if needed, the inactive metadata;
-                          returns 2 for a one-barrier commit (one staged page, nothing else) */
+                          returns 2 for a one-barrier commit (its record lists its pages) */
     MP_STEP_SYNC1 = 1, /* make them (and the staged pages) durable; nothing for one barrier */
     MP_STEP_FLIP = 2,  /* write the other commit record: the new state */
     MP_STEP_SYNC2 = 3, /* make the record durable */
@@ -70,11 +70,14 @@ int mp_stage(mp_core *core, const uint64_t *pages, uint64_t n);
  * the metadata by the next commit. */
 int mp_set_directory(mp_core *core, uint64_t dir_a, uint64_t dir_b);
 uint64_t mp_directory(const mp_core *core, int copy);
-/* The log the next commit record carries (at most 460 bytes, a multiple of 4, and none for 1 KiB
+/* The log the next commit record carries (at most 396 bytes, a multiple of 4, and none for 1 KiB
  * pages; the core keeps it unchanged across commits until it is set again), and reading it
- * back: returns its length and copies it into out (which has room for 460 bytes). */
+ * back: returns its length and copies it into out (which has room for 396 bytes). */
 int mp_set_log(mp_core *core, const unsigned char *log, uint32_t len);
 int mp_log(mp_core *core, unsigned char *out);
+/* The next commit uses two barriers even if it could use one (the layer above wrote a page
+ * that does not become current: the header it zeroes in a new block's second copy). */
+int mp_two_barriers(mp_core *core);
 int mp_commit(mp_core *core);
 int mp_rollback(mp_core *core);
 

@@ -127,23 +127,37 @@ static void group_span(const mp_core *c, uint64_t k, uint64_t *first, uint64_t *
     *offset = k == 0 ? MP_META_BITMAP_OFFSET : MP_GROUP_BITMAP_OFFSET;
 }
 
-/* Whether the page a one-barrier commit's record names (none: ok) holds what was committed. */
-static int check_page(mp_core *c, const unsigned char *x, uint64_t n, uint64_t size, int *ok) {
-    const uint64_t ps = c->geo.page_size, page = mp_get64(x + MP_RECORD_CHECK_OFFSET);
-    *ok = page == 0;
-    if (page == 0 || page < MP_RESERVED_PAGES || page >= n || page >= size / ps) return 0;
-    const size_t chunk = ps < 65536 ? (size_t)ps : 65536;
-    unsigned char *buf = malloc(chunk);
-    if (!buf) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
-    uint32_t crc = 0;
+/* Whether the pages a one-barrier commit's record lists hold what it wrote (none: yes). */
+static int check_pages(mp_core *c, const unsigned char *x, uint64_t n, uint64_t size, int *ok) {
+    const uint64_t ps = c->geo.page_size;
+    uint32_t count = mp_get32(x + MP_RECORD_CHECK_OFFSET);
+    *ok = 1;
+    unsigned char *buf = count ? malloc((size_t)ps) : NULL;
+    if (count && !buf) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
     int r = 0;
-    for (uint64_t off = 0; off < ps && !r; off += chunk) {
-        r = read_at(c, buf, chunk, page * ps + off);
-        if (!r) crc = mp_crc32c(crc, buf, chunk);
+    for (uint32_t i = 0; i < count && *ok && !r; i++) {
+        const unsigned char *e = x + MP_RECORD_CHECK_OFFSET + 8 + 12 * i;
+        uint64_t page = mp_get64(e);
+        if (page < MP_RESERVED_PAGES || page >= n || page >= size / ps) {
+            *ok = 0;
+            break;
+        }
+        r = read_at(c, buf, (size_t)ps, page * ps);
+        *ok = !r && mp_crc32c(0, buf, (size_t)ps) == mp_get32(e + 8);
     }
     free(buf);
-    *ok = !r && crc == mp_get32(x + MP_RECORD_CHECK_OFFSET + 8);
     return r;
+}
+
+/* A record well formed by itself (whether its metadata and pages match is checked apart). */
+static int record_valid(const unsigned char *x, uint32_t ps) {
+    uint32_t count = mp_get32(x + MP_RECORD_CHECK_OFFSET), flags = mp_get32(x + MP_RECORD_CHECK_OFFSET + 4);
+    uint32_t len = mp_get32(x + 20);
+    uint64_t g = mp_get64(x + 8), mg = mp_get64(x + 24);
+    return memcmp(x, MP_RECORD_MAGIC, 4) == 0 && mp_get32(x + MP_RECORD_CRC_OFFSET) == mp_crc32c(0, x, MP_RECORD_CRC_OFFSET) &&
+           mp_get32(x + 4) <= 1 && len <= MP_RECORD_LOG_MAX && len % 4 == 0 && mg && mg <= g &&
+           flags <= MP_RECORD_ONE_BARRIER && count <= (flags ? MP_RECORD_CHECKS : 0) &&
+           (!flags || ps <= MP_ONE_BARRIER_MAX_PAGE);
 }
 
 static int load(mp_core *c, uint32_t wanted) {
@@ -183,31 +197,27 @@ static int load(mp_core *c, uint32_t wanted) {
         if (r) goto out;
     }
     int cand[2], nc = 0;
-    for (unsigned i = 0; i < nrec; i++) {
-        const unsigned char *x = records[i];
-        uint32_t active = mp_get32(x + 4), len = mp_get32(x + 20);
-        uint64_t g = mp_get64(x + 8), mg = mp_get64(x + 24);
-        if (memcmp(x, MP_RECORD_MAGIC, 4) == 0 && mp_get32(x + MP_RECORD_CRC_OFFSET) == mp_crc32c(0, x, MP_RECORD_CRC_OFFSET) &&
-            active <= 1 && len <= MP_RECORD_LOG_MAX && len % 4 == 0 && mg && mg <= g && gens[active] == mg &&
-            mp_get32(metas + (size_t)active * m + 4) == mp_get32(x + 16) && mp_get32(x + 44) == 0)
-            cand[nc++] = (int)i;
-    }
+    for (unsigned i = 0; i < nrec; i++)
+        if (record_valid(records[i], ps)) cand[nc++] = (int)i;
     if (nc == 2 && mp_get64(records[cand[1]] + 8) > mp_get64(records[cand[0]] + 8)) {
         cand[0] = 1;
         cand[1] = 0;
     }
-    int chosen = -1, rec = 0, erase = -1;
+    int chosen = -1, rec = 0;
+    unsigned erase = 0; /* bit i: record i is newer than the one in force */
     uint64_t gen = 0, meta_gen = 0;
     const unsigned char *log = NULL;
     uint32_t log_len = 0;
     for (int k = 0; k < nc && chosen < 0; k++) {
         const unsigned char *x = records[cand[k]];
         uint32_t active = mp_get32(x + 4);
-        int ok;
-        r = check_page(c, x, mp_get64(metas + (size_t)active * m + MP_META_FIELDS_OFFSET), size, &ok);
-        if (r) goto out;
-        if (!ok) { /* a one-barrier commit cut short: its page did not land */
-            erase = cand[k];
+        int ok = gens[active] == mp_get64(x + 24) && mp_get32(metas + (size_t)active * m + 4) == mp_get32(x + 16);
+        if (ok) {
+            r = check_pages(c, x, mp_get64(metas + (size_t)active * m + MP_META_FIELDS_OFFSET), size, &ok);
+            if (r) goto out;
+        }
+        if (!ok) { /* a commit cut short (or a damaged metadata copy): the one before it */
+            erase |= 1u << cand[k];
             continue;
         }
         chosen = (int)active;
@@ -260,10 +270,11 @@ static int load(mp_core *c, uint32_t wanted) {
     c->n = n;
     r = mp__map(c, n * ps);
     if (r) goto out;
-    if (erase >= 0 && c->writable) {
-        /* before anything else is written: were a later commit to make that page match again
+    if (erase && c->writable) {
+        /* before anything else is written: were a later commit to make those pages match again
          * and be cut short itself, the record would return, naming blocks of that commit */
-        memset(c->map + MP_RECORD_OFFSET + (uint64_t)erase * MP_RECORD_SIZE, 0, MP_RECORD_SIZE);
+        for (unsigned i = 0; i < 2; i++)
+            if (erase & (1u << i)) memset(c->map + MP_RECORD_OFFSET + (uint64_t)i * MP_RECORD_SIZE, 0, MP_RECORD_SIZE);
         if (c->sync) {
             r = mp__sync_range(c, 0, 1);
             if (r) goto out;

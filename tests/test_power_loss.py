@@ -35,6 +35,8 @@ class Harness:
         self.seen: list[object] = []  # the state each image opened to, checked after the call
         self.images = 0
         self.logged = 0  # images whose commit record carries logged protected writes
+        self.one_barrier = 0  # commits whose only barrier was the second
+        self._last = "barrier2"
         self.rng = random.Random(99)
 
     def _read(self) -> bytes:
@@ -42,6 +44,10 @@ class Harness:
             return f.read()
 
     def barrier(self, kind: str) -> None:
+        if kind == "barrier2" and self._last != "barrier1":
+            self.one_barrier += 1
+            count("one-barrier commits cut at their barrier")
+        self._last = kind
         current = self._read()
         old, ps = self.durable, self.ps
         # pages whose bytes changed (new space reads as zeros, so growth alone is no change)
@@ -128,15 +134,20 @@ def _continue_on(path: str) -> None:
         assert bytes(p.get_protected_page(ppid)[:5]) == b"after"
 
 
-@pytest.mark.parametrize("prefill", [0, 7300], ids=["group0", "group1"])
-def test_every_barrier_of_every_call(core: str, tmp_path: object, prefill: int) -> None:
+@pytest.mark.parametrize(
+    ("ps", "prefill"), [(PS, 0), (PS, 7300), (4096, 0), (2048, 15500)],
+    ids=["group0", "group1", "group0-4k", "group1-2k"],
+)
+def test_every_barrier_of_every_call(core: str, tmp_path: object, ps: int, prefill: int) -> None:
     # prefill 7300 pages of 1 KiB: the workload then runs across bitmap group 0 (the metadata
-    # pages) and group 1 (its own two copy pages from 7168 on), alternating both copies of each
+    # pages) and group 1 (its own two copy pages from 7168 on), alternating both copies of each.
+    # From 2 KiB pages on, page 0 holds two records and most commits take one barrier; group 1
+    # of 2 KiB pages begins at page 15360
     tmp = str(tmp_path)
     path = os.path.join(tmp, "crash.mp")
-    with mp.Pager.create(path, PS) as p:
-        live: list[mp.PageId] = [x for x in p.alloc_bulk(prefill) if int(x) > 7000]
-    h = Harness(path, tmp)
+    with mp.Pager.create(path, ps) as p:
+        live: list[mp.PageId] = [x for x in p.alloc_bulk(prefill) if int(x) > prefill - 300]
+    h = Harness(path, tmp, ps)
     rng = random.Random(5)
     with mp.Pager.open(path, sync=True) as p:
         p._core.set_barrier_hook(h.barrier)
@@ -149,7 +160,7 @@ def test_every_barrier_of_every_call(core: str, tmp_path: object, prefill: int) 
             h.settle(before, after)
             return result
 
-        for i in range(160 if prefill == 0 else 80):
+        for i in range(160 if prefill == 0 else 80 if ps == PS else 20):
             kind = rng.choice(["alloc", "free", "bulk", "free_bulk", "batch", "flush"])
             if kind == "flush" and live:  # data written through a view, then flushed
                 p.get_page_mut(live[0])[:4] = rng.randbytes(4)
@@ -189,7 +200,8 @@ def test_every_barrier_of_every_call(core: str, tmp_path: object, prefill: int) 
                     )  # type: ignore[arg-type]
                 )
         p._core.set_barrier_hook(None)
-    assert h.images > (900 if prefill == 0 else 400)
+    assert h.images > (900 if prefill == 0 else 400 if ps == PS else 100)
+    assert (h.one_barrier > 0) == (ps > PS), h.one_barrier
     print(f"power-loss images checked: {h.images}")
 
 
@@ -269,4 +281,5 @@ def test_every_barrier_of_protected_calls(core: str, tmp_path: object, ps: int) 
         p._core.set_barrier_hook(None)
     assert h.images > 1000
     assert (h.logged > 100) == (ps > 1024), h.logged
+    assert (h.one_barrier > 0) == (ps > 1024), h.one_barrier
     print(f"power-loss images checked (protected calls): {h.images}")

@@ -78,6 +78,14 @@ class Core(Protocol):
         committed log.
         """
 
+    def two_barriers(self) -> None:
+        """The next commit takes two barriers even if it could take one.
+
+        For a commit that writes a page which does not become current (the zeroed header of a
+        new block's second copy): a one-barrier record could only list pages that stay as they
+        are while it is the newest.
+        """
+
     def stage(self, pages: Sequence[int]) -> None:
         """Pages the layer above wrote into the mapping for the next commit (whole pages).
 

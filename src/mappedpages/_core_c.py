@@ -184,6 +184,9 @@ class CCore:
         n = self._check(lib.mp_log(self._c, out))
         return bytes(ffi.buffer(out, n))
 
+    def two_barriers(self) -> None:
+        self._check(lib.mp_two_barriers(self._c))
+
     def set_log(self, data: bytes) -> None:
         self._check(lib.mp_set_log(self._c, data, len(data)))
 

@@ -120,6 +120,7 @@ class PyCore:
         self._staged: list[int] = []  # pages written by the layer above for the next commit
         self._forced = False
         self._meta_dirty = False  # the directory pointers changed: rewrite the metadata
+        self._two = False  # the layer above asked for two barriers
         self._active: int = chosen
         self._rec = rec_index
         self._nrec = fmt.record_count(ps)
@@ -387,6 +388,10 @@ class PyCore:
         self._live()
         return self._log
 
+    def two_barriers(self) -> None:
+        self._writer()
+        self._two = True
+
     def set_log(self, data: bytes) -> None:
         self._writer()
         most = fmt.RECORD_LOG_MAX if self._nrec > 1 else 0
@@ -406,6 +411,7 @@ class PyCore:
         self._staged.clear()
         self._forced = False
         self._meta_dirty = False
+        self._two = False
         self._log = self._log_committed
         del self._cur[geo.group_count(n) :]
         del self._bits[self._bitmap_bytes(n) :]
@@ -464,8 +470,6 @@ class PyCore:
                 written.append((target * self._ps, self._m))
             # staged pages and the log alone leave the metadata as it is: the record names it
             meta_written = bool(groups) or self._grew or self._meta_dirty or self._nrec < 2
-            # one staged page and nothing else: one barrier, the record holding its checksum
-            single = not meta_written and len(self._staged) == 1
             active, meta_gen = self._active, self._meta_gen
             if meta_written:
                 active, meta_gen = 1 - active, self._gen + 1
@@ -473,6 +477,16 @@ class PyCore:
                 body = fields + bytes(96 - len(fields)) + self._group_body(0, 128)
                 self._write_block(1 + active, fmt.META_MAGIC, body)
                 written.append(((1 + active) * self._ps, self._m))
+            # few pages besides the metadata (which the record names with its crc): one
+            # barrier, the record listing them with their checksums
+            pages = sorted({off // self._ps for off, _ in written} - {1, 2})
+            single = (
+                self._nrec > 1
+                and not self._grew
+                and not self._two
+                and len(pages) <= fmt.RECORD_CHECKS
+                and self._ps <= fmt.ONE_BARRIER_MAX_PAGE
+            )
             if not single:
                 self._barrier("barrier1", written)
             off = (1 + active) * self._ps
@@ -484,9 +498,12 @@ class PyCore:
             )
             rec[fmt.RECORD_LOG_OFFSET : fmt.RECORD_LOG_OFFSET + len(log)] = log
             if single:
-                page = self._staged[0]
-                check = crc32c(self._mm[page * self._ps : (page + 1) * self._ps])
-                fmt.RECORD_CHECK.pack_into(rec, fmt.RECORD_CHECK_OFFSET, page, check, 0)
+                ps, base = self._ps, fmt.RECORD_CHECK_OFFSET
+                fmt.RECORD_CHECK_HEAD.pack_into(rec, base, len(pages), fmt.RECORD_ONE_BARRIER)
+                for i, page in enumerate(pages):
+                    check = crc32c(self._mm[page * ps : (page + 1) * ps])
+                    at = base + fmt.RECORD_CHECK_HEAD.size + i * fmt.RECORD_CHECK.size
+                    fmt.RECORD_CHECK.pack_into(rec, at, page, check)
             _U32.pack_into(rec, fmt.RECORD_CRC_OFFSET, crc32c(bytes(rec[: fmt.RECORD_CRC_OFFSET])))
             rec_index = 1 - self._rec if self._nrec > 1 else 0
             off = fmt.RECORD_OFFSET + rec_index * fmt.RECORD_SIZE
@@ -500,6 +517,7 @@ class PyCore:
         self._active, self._meta_gen = active, meta_gen
         self._log_committed = log
         self._meta_dirty = False
+        self._two = False
         for k in groups - {0}:
             self._cur[k] = 1 - self._cur[k]
         self._dirty.clear()

@@ -195,7 +195,8 @@ def _optional(name: str) -> Any:
         return None
 
 
-def _lmdb_put(directory: str, lmdb: Any) -> float:
+def _lmdb_put(directory: str, lmdb: Any) -> tuple[float, float]:
+    """Median seconds of a durable put of a 4 KiB value, and of the floor timed alongside."""
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         env = lmdb.open(tmp, map_size=1 << 30, sync=True, metasync=True)
         value = bytes(range(256)) * 16
@@ -204,17 +205,22 @@ def _lmdb_put(directory: str, lmdb: Any) -> float:
             with env.begin(write=True) as txn:
                 txn.put(b"record", value)
 
-        seconds = _median(put, 100)
-        env.close()
-    return seconds
+        floor = _Floor(tmp)
+        try:
+            seconds, pair = _alongside(put, floor, 100)
+        finally:
+            floor.close()
+            env.close()
+    return seconds, pair
 
 
-def _peers(directory: str) -> list[tuple[str, float]]:
-    """The same work done by other libraries, where they are installed."""
-    out: list[tuple[str, float]] = []
+def _peers(directory: str) -> list[tuple[str, float, float | None]]:
+    """The same work done by other libraries, where they are installed, with the floor timed
+    alongside where it is durable."""
+    out: list[tuple[str, float, float | None]] = []
     lmdb = _optional("lmdb")
     if lmdb is not None:
-        out.append(("LMDB durable put, 4 KiB value", _lmdb_put(directory, lmdb)))
+        out.append(("LMDB durable put, 4 KiB value", *_lmdb_put(directory, lmdb)))
     google = _optional("google_crc32c")
     if google is not None:
         small, big = bytes(4096), bytes(1 << 20)
@@ -223,8 +229,8 @@ def _peers(directory: str) -> list[tuple[str, float]]:
             for _ in range(100):
                 google.value(small)
 
-        out.append(("google-crc32c 4 KiB", _best(crc_small, 3) / 100))
-        out.append(("google-crc32c 1 MiB", _best(lambda: google.value(big), 3)))
+        out.append(("google-crc32c 4 KiB", _best(crc_small, 3) / 100, None))
+        out.append(("google-crc32c 1 MiB", _best(lambda: google.value(big), 3), None))
     return out
 
 
@@ -279,8 +285,8 @@ def run(directory: str | None = None, quick: bool = True) -> str:
     lines = [
         f"floor on {directory}: msync of one 4 KiB page {_fmt(floor)}, "
         f"pwrite+fdatasync of one page {_fmt(write_floor)} (medians)",
-        "a durable call is one commit with two sync barriers: its floor is two msyncs, timed",
-        "alternately with the call (C / floor); alloc_bulk is set against 2 x the msync above",
+        "floor of a durable call: two msyncs of one page each (a commit's two barriers), timed",
+        "alternately with the call; below 1, the call took one barrier. alloc_bulk: 2 x the above",
         "",
         *("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table),
     ]
@@ -288,5 +294,7 @@ def run(directory: str | None = None, quick: bool = True) -> str:
     peers = _peers(directory)
     if peers:
         lines += ["", "peers (same run):"]
-        lines += [f"  {name:<32} {_fmt(seconds)}" for name, seconds in peers]
+        for name, seconds, peer_floor in peers:
+            multiple = f"  ({seconds / peer_floor:.2f} x floor)" if peer_floor else ""
+            lines.append(f"  {name:<32} {_fmt(seconds)}{multiple}")
     return "\n".join(lines)

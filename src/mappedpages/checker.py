@@ -160,12 +160,14 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
     chosen, log = -1, b""
     if rec is not None:
         chosen, r.record, log, gen = rec.active, index, rec.log, rec.generation
+    by_index = dict(records)
     for i in passed:
-        # the page of a one-barrier commit did not land: the power cut came before its barrier
-        r.notes.append(f"commit record {i} is a commit cut short; the record before it is used")
-    newest = next((i for _g, i, _r in valid if i not in passed), None)
-    if newest is not None and newest != r.record:
-        r.problems.append(f"commit record {newest} names a metadata copy that does not match it")
+        newer = by_index[i]
+        if newer is not None and newer.one_barrier:
+            # its pages or metadata did not all land: the power cut came before its barrier
+            r.notes.append(f"commit record {i} is a commit cut short; the one before it is used")
+        else:  # two barriers: its metadata was durable before it was written
+            r.problems.append(f"commit record {i} names a metadata copy that does not match it")
     if chosen < 0:
         if not valid and len(records) == 1:
             # a power cut during the record write: the metadata is rewritten by every commit

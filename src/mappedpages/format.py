@@ -33,11 +33,16 @@ IDENTITY_CRC_OFFSET = 60
 RECORD_OFFSET = 512
 RECORD_SIZE = 512
 RECORD = struct.Struct("<4sIQIIQ")  # magic, active, generation, meta_crc, log_len, meta_gen
-# a one-barrier commit's page and the CRC32C of its P bytes (page 0: none), then 4 zero bytes
-RECORD_CHECK = struct.Struct("<QII")
+# a one-barrier commit: count and flags, then up to RECORD_CHECKS pages it wrote (besides the
+# metadata), each with the CRC32C of its P bytes
+RECORD_CHECK_HEAD = struct.Struct("<II")
 RECORD_CHECK_OFFSET = 32
-RECORD_LOG_OFFSET = 48
-RECORD_LOG_MAX = 460
+RECORD_CHECK = struct.Struct("<QI")
+RECORD_CHECKS = 6
+RECORD_ONE_BARRIER = 1  # the flag
+ONE_BARRIER_MAX_PAGE = 65536
+RECORD_LOG_OFFSET = 112
+RECORD_LOG_MAX = 396
 RECORD_CRC_OFFSET = 508  # CRC32C of the record's bytes [0, 508)
 # a log entry: a protected page's slot whose current copy changed since its directory block
 # was written, with the new current flag in bit 31
@@ -190,8 +195,8 @@ class Record(NamedTuple):
     meta_crc: int
     meta_gen: int
     log: bytes
-    check_page: int  # 0: the commit had two barriers; else its one page, which must match
-    check_crc: int
+    one_barrier: bool
+    checks: tuple[tuple[int, int], ...]  # one barrier: (page, CRC32C) of each page it wrote
 
 
 def read_record(page0: bytes, i: int, crc32c: Callable[[bytes], int]) -> Record | None:
@@ -203,7 +208,7 @@ def read_record(page0: bytes, i: int, crc32c: Callable[[bytes], int]) -> Record 
         return None
     magic, active, gen, meta_crc, log_len, meta_gen = RECORD.unpack_from(raw, 0)
     (rcrc,) = struct.unpack_from("<I", raw, RECORD_CRC_OFFSET)
-    check_page, check_crc, reserved = RECORD_CHECK.unpack_from(raw, RECORD_CHECK_OFFSET)
+    count, flags = RECORD_CHECK_HEAD.unpack_from(raw, RECORD_CHECK_OFFSET)
     if (
         magic != RECORD_MAGIC
         or rcrc != crc32c(bytes(raw[:RECORD_CRC_OFFSET]))
@@ -211,27 +216,38 @@ def read_record(page0: bytes, i: int, crc32c: Callable[[bytes], int]) -> Record 
         or log_len > RECORD_LOG_MAX
         or log_len % 4
         or not 0 < meta_gen <= gen
-        or reserved
+        or flags > RECORD_ONE_BARRIER
+        or count > (RECORD_CHECKS if flags else 0)
+        or (flags and page_size_of(page0) > ONE_BARRIER_MAX_PAGE)
     ):
         return None
     log = bytes(raw[RECORD_LOG_OFFSET : RECORD_LOG_OFFSET + log_len])
-    return Record(active, gen, meta_crc, meta_gen, log, check_page, check_crc)
+    base = RECORD_CHECK_OFFSET + RECORD_CHECK_HEAD.size
+    size = RECORD_CHECK.size
+    checks = tuple(RECORD_CHECK.unpack_from(raw, base + i * size) for i in range(count))
+    return Record(active, gen, meta_crc, meta_gen, log, bool(flags), checks)
+
+
+def page_size_of(page0: bytes) -> int:
+    """The page size the identity sector states (validated by the caller)."""
+    return int(IDENTITY.unpack_from(page0, 0)[2])
 
 
 def check_matches(
-    rec: Record, page_count: int, file_size: int, page_size: int, read: Callable[[int, int], bytes],
+    rec: Record,
+    page_count: int,
+    file_size: int,
+    page_size: int,
+    read: Callable[[int, int], bytes],
     crc32c: Crc32c,
 ) -> bool:
-    """Whether the page of a one-barrier commit (none: true) holds what its record says."""
-    page = rec.check_page
-    if page == 0:
-        return True
-    if not RESERVED_PAGES <= page < min(page_count, file_size // page_size):
-        return False
-    crc, chunk = 0, min(page_size, 1 << 16)
-    for off in range(0, page_size, chunk):
-        crc = crc32c(read(page * page_size + off, chunk), crc)
-    return crc == rec.check_crc
+    """Whether the pages a one-barrier commit's record lists (none: true) hold what it wrote."""
+    for page, crc in rec.checks:
+        if not RESERVED_PAGES <= page < min(page_count, file_size // page_size):
+            return False
+        if crc32c(read(page * page_size, page_size)) != crc:
+            return False
+    return True
 
 
 def select_record(
@@ -245,22 +261,23 @@ def select_record(
 ) -> tuple[int, Record | None, list[int]]:
     """The commit record in force (docs/FORMAT.md, "Which copy is current", rule 1).
 
-    Returns its index (-1: none, rule 2 applies), the record, and the indices of newer valid
-    records passed over because their one-barrier commit's page did not land.
+    Returns its index (-1: none, rule 2 applies), the record, and the indices of the newer
+    well-formed records passed over: their metadata copy or listed pages do not match.
     """
     candidates = []
     for i in range(record_count(page_size)):
         rec = read_record(page0, i, crc32c)
-        if (
-            rec is not None
-            and meta_gens[rec.active] == rec.meta_gen
-            and struct.unpack_from("<I", metas[rec.active], 4)[0] == rec.meta_crc
-        ):
+        if rec is not None:
             candidates.append((rec.generation, i, rec))
     passed: list[int] = []
     for _gen, i, rec in sorted(candidates, reverse=True):
-        (count,) = struct.unpack_from("<Q", metas[rec.active], META_FIELDS_OFFSET)
-        if check_matches(rec, count, file_size, page_size, read, crc32c):
+        meta = metas[rec.active]
+        (count,) = struct.unpack_from("<Q", meta, META_FIELDS_OFFSET)
+        if (
+            meta_gens[rec.active] == rec.meta_gen
+            and struct.unpack_from("<I", meta, 4)[0] == rec.meta_crc
+            and check_matches(rec, count, file_size, page_size, read, crc32c)
+        ):
             return i, rec, passed
         passed.append(i)
     return -1, None, passed

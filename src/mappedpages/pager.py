@@ -258,6 +258,8 @@ class Pager(PageReader, AsyncPagerMethods):
         """Commit the open batch together with the directory blocks it changed."""
         core, d = self._core, self._dir
         log = d.record_log()
+        if d.new:  # a new block zeroes its second copy's header: not a page that stays
+            core.two_barriers()
         if d.dirty or d.index_dirty:
             core.stage(d.write(core.mapping(), core.generation + 1, self._crc))
         if log is not None:

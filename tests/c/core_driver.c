@@ -201,6 +201,16 @@ static void logged(const char *path) {
     c = open_file(path, MP_WRITABLE, &fd, &rc);
     CHECK(rc == 0 && mp_generation(c) == gen + 2 && mp_log(c, again) == 4 && memcmp(log, again, 4) == 0);
     CHECK(mp_set_log(c, log, (uint32_t)len) == 0 && mp_commit(c) == 0);
+    /* a change of the allocation state alone takes one barrier (step 1 says so), unless the
+     * file grew or two are asked for */
+    int64_t q = mp_alloc(c);
+    CHECK(q > 2);
+    CHECK(mp_set_manual(c, 1) == 0 && mp_free_page(c, (uint64_t)q) == 0 && mp_pending(c) == 1);
+    CHECK(mp_commit_step(c, MP_STEP_WRITE) == 2);
+    for (int step = MP_STEP_SYNC1; step <= MP_STEP_DONE; step++) CHECK(mp_commit_step(c, step) == 0);
+    CHECK(mp_two_barriers(c) == 0 && mp_alloc(c) == q && mp_commit_step(c, MP_STEP_WRITE) == 1);
+    for (int step = MP_STEP_SYNC1; step <= MP_STEP_DONE; step++) CHECK(mp_commit_step(c, step) == 0);
+    CHECK(mp_set_manual(c, 0) == 0 && mp_pending(c) == 0);
     shut(c, fd);
 }
 
