@@ -9,6 +9,7 @@ records").
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -43,6 +44,19 @@ def _newest_record(path: str) -> int:
     records = [fmt.read_record(head, i, mp.crc32c) for i in (0, 1)]
     gens = [r.generation if r else -1 for r in records]
     return gens.index(max(gens))
+
+
+def _reseal_newest_record(path: str, edit: Callable[[bytearray], None]) -> None:
+    """Change the newest commit record with ``edit`` and make its checksum match again."""
+    off = fmt.RECORD_OFFSET + _newest_record(path) * fmt.RECORD_SIZE
+    with open(path, "r+b") as f:
+        f.seek(off)
+        record = bytearray(f.read(fmt.RECORD_SIZE))
+        edit(record)
+        crc = mp.crc32c(bytes(record[: fmt.RECORD_CRC_OFFSET]))
+        struct.pack_into("<I", record, fmt.RECORD_CRC_OFFSET, crc)
+        f.seek(off)
+        f.write(record)
 
 
 def test_a_protected_write_goes_to_the_log(core: str, path: str) -> None:
@@ -128,11 +142,8 @@ def test_a_forged_log_is_rejected(core: str, path: str, forge: str) -> None:
         a, b = p.alloc_protected_bulk(2)
         p.free_protected(b)
         _write(p, a, b"x")
-    newest = _newest_record(path)
-    off = fmt.RECORD_OFFSET + newest * fmt.RECORD_SIZE
-    with open(path, "r+b") as f:
-        f.seek(off)
-        record = bytearray(f.read(fmt.RECORD_SIZE))
+
+    def forged(record: bytearray) -> None:
         entry = record[fmt.RECORD_LOG_OFFSET : fmt.RECORD_LOG_OFFSET + 4]
         log = {
             "free slot": struct.pack("<I", int(b)),
@@ -141,10 +152,8 @@ def test_a_forged_log_is_rejected(core: str, path: str, forge: str) -> None:
         }[forge]
         struct.pack_into("<I", record, 20, len(log))
         record[fmt.RECORD_LOG_OFFSET : fmt.RECORD_LOG_OFFSET + len(log)] = log
-        crc = mp.crc32c(bytes(record[: fmt.RECORD_CRC_OFFSET]))
-        struct.pack_into("<I", record, fmt.RECORD_CRC_OFFSET, crc)
-        f.seek(off)
-        f.write(record)
+
+    _reseal_newest_record(path, forged)
     with pytest.raises(mp.CorruptProtectedDirectory):
         mp.Pager.open(path)
     with pytest.raises(mp.CorruptProtectedDirectory):
@@ -252,16 +261,7 @@ def test_a_listed_page_outside_the_file_is_not_trusted(core: str, path: str) -> 
         (a,) = p.alloc_protected_bulk(1)
         _write(p, a, b"one")
         _write(p, a, b"two")
-    newest = _newest_record(path)
-    off = fmt.RECORD_OFFSET + newest * fmt.RECORD_SIZE
-    with open(path, "r+b") as f:
-        f.seek(off)
-        record = bytearray(f.read(fmt.RECORD_SIZE))
-        entry = fmt.RECORD_CHECK_OFFSET + fmt.RECORD_CHECK_HEAD.size
-        struct.pack_into("<Q", record, entry, 1 << 40)
-        crc = mp.crc32c(bytes(record[: fmt.RECORD_CRC_OFFSET]))
-        struct.pack_into("<I", record, fmt.RECORD_CRC_OFFSET, crc)
-        f.seek(off)
-        f.write(record)
+    entry = fmt.RECORD_CHECK_OFFSET + fmt.RECORD_CHECK_HEAD.size
+    _reseal_newest_record(path, lambda record: struct.pack_into("<Q", record, entry, 1 << 40))
     with mp.ReadOnlyPager.open(path) as r:
         assert _read(r, a, 3) == b"one"
