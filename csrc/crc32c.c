@@ -10,11 +10,13 @@
 
 #define POLY 0x82F63B78u /* reflected Castagnoli polynomial */
 #define LONG_BLOCK 8192u
+#define MID_BLOCK 1360u /* 3 x 1360 = 4080: a 4 KiB page in one round, 16 bytes left */
 #define SHORT_BLOCK 256u
 
 static uint32_t table[8][256];
 /* shift_long[b][v]: the CRC register v << 8b after LONG_BLOCK zero bytes; likewise short */
 static uint32_t shift_long[4][256];
+static uint32_t shift_mid[4][256];
 static uint32_t shift_short[4][256];
 static int ready;
 static int use_hw;
@@ -102,6 +104,7 @@ __attribute__((target("sse4.2"))) static uint32_t hw_register(uint32_t c0, const
         len--;
     }
     c = hw_streams(c, &p, &len, LONG_BLOCK, shift_long);
+    c = hw_streams(c, &p, &len, MID_BLOCK, shift_mid);
     c = hw_streams(c, &p, &len, SHORT_BLOCK, shift_short);
     while (len >= 8) {
         uint64_t a;
@@ -132,6 +135,7 @@ static void init(void) {
         for (int k = 1; k < 8; k++)
             table[k][n] = table[0][table[k - 1][n] & 0xff] ^ (table[k - 1][n] >> 8);
     make_shift(shift_long, LONG_BLOCK);
+    make_shift(shift_mid, MID_BLOCK);
     make_shift(shift_short, SHORT_BLOCK);
 #if HAVE_HW
     use_hw = cpu_has_hw();

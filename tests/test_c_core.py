@@ -25,15 +25,16 @@ def table_path() -> object:
 
 def _samples() -> list[bytes]:
     rng = random.Random(7)
-    sizes = [*range(0, 40), 255, 256, 767, 768, 769, 4096, 24575, 24576, 24577, 70001, 1 << 20]
+    sizes = [*range(0, 40), 255, 256, 767, 768, 769, 4079, 4080, 4081, 4096, 4848, 24575, 24576]
+    sizes += [24577, 70001, 1 << 20]
     return [rng.randbytes(n) for n in sizes]
 
 
 def test_crc_implementations_agree() -> None:
-    best = [_core_c.crc32c(s) for s in _samples()]
+    best = [_core_c._crc32c_cffi(s) for s in _samples()]
     lib.mp_crc32c_select(0)
     try:
-        table = [_core_c.crc32c(s) for s in _samples()]
+        table = [_core_c._crc32c_cffi(s) for s in _samples()]
     finally:
         lib.mp_crc32c_select(-1)
     assert best == table
@@ -50,6 +51,25 @@ def test_crc_at_every_alignment_and_split() -> None:
     for cut in (0, 1, 7, 8, 9, 1000, 28994, 28995):
         first = _core_c.crc32c(mv[5 : 5 + cut])
         assert _core_c.crc32c(mv[5 + cut : 29000], first) == whole
+
+
+def test_crc_of_bytes_skips_cffi_and_agrees() -> None:
+    from mappedpages import _crc32c
+
+    assert _core_c.crc32c is _crc32c.crc32c  # the C core's mp.crc32c
+    samples = _samples()
+    assert [_crc32c.crc32c(s) for s in samples] == [_core_c._crc32c_cffi(s) for s in samples]
+    data = samples[-1]
+    for crc in (0, 1, 0xFFFFFFFF, -1, 2**40 + 3, True):
+        expected = _core_c._crc32c_cffi(data[:5000], crc)
+        assert _crc32c.crc32c(data[:5000], crc) == expected
+        assert _crc32c.crc32c(data[:5000], crc=crc) == expected  # keywords: the cffi function
+    # other buffers, and whatever is wrong, take the cffi function's path and its errors
+    for other in (bytearray(data[:999]), memoryview(data)[3:999], memoryview(data)[::3]):
+        assert _crc32c.crc32c(other) == _core_py.crc32c(bytes(other))
+    for bad_args in [("text",), (5,), (None,), (b"x", "crc"), (b"x", 1.5), (), (b"x", 1, 2)]:
+        with pytest.raises(TypeError):
+            _crc32c.crc32c(*bad_args)
 
 
 def test_crc_known_value() -> None:

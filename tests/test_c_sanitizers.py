@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,14 @@ def _compile(args: list[str]) -> None:
 @pytest.mark.parametrize("opt", ["-O0", "-O2"])
 def test_compiles_without_warnings(source: str, opt: str, tmp_path: Path) -> None:
     _compile([*FLAGS, opt, "-c", source, "-o", str(tmp_path / "out.o")])
+
+
+def test_python_module_compiles_without_warnings(tmp_path: Path) -> None:
+    """csrc/python/crc32c_module.c (the CPython entry for mp.crc32c), against this Python."""
+    include = sysconfig.get_paths()["include"]
+    source = CSRC / "python" / "crc32c_module.c"
+    for opt in ("-O0", "-O2"):
+        _compile([*FLAGS, opt, f"-I{include}", "-c", str(source), "-o", str(tmp_path / "m.o")])
 
 
 def _logged_file(path: Path) -> None:

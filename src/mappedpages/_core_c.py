@@ -40,7 +40,7 @@ _ERRORS: dict[int, type[Exception]] = {
 lib.mp_crc32c_select(-1)  # builds the tables now, under the import lock, not in a race later
 
 
-def crc32c(data: Any, crc: int = 0) -> int:
+def _crc32c_cffi(data: Any, crc: int = 0) -> int:
     """CRC32C of any buffer, continuing from ``crc`` (hardware CRC32 where the CPU has it)."""
     if type(data) is not bytes:  # cffi passes bytes as they are; anything else by its buffer
         try:
@@ -50,6 +50,16 @@ def crc32c(data: Any, crc: int = 0) -> int:
                 raise TypeError("crc32c needs a bytes-like object, not str") from None
             data = memoryview(data).tobytes()
     return lib.mp_crc32c(crc & 0xFFFFFFFF, data, len(data))  # type: ignore[no-any-return]
+
+
+crc32c: Callable[..., int]
+try:  # bytes without cffi's per-call cost; everything else through the function above
+    from ._crc32c import _set_fallback
+    from ._crc32c import crc32c as crc32c
+
+    _set_fallback(_crc32c_cffi)
+except ImportError:  # built without it
+    crc32c = _crc32c_cffi
 
 
 def _raise(core: Any, code: int) -> NoReturn:
