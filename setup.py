@@ -37,7 +37,8 @@ class OptionalBuildExt(build_ext):
         sys.stderr.write(
             f"\n{bar}\nWARNING: the mappedpages C core could not be built ({exc}).\n"
             "Installing without it: mappedpages will use its pure-Python core, which is\n"
-            f"correct but much slower. Install a C compiler and reinstall for the C core.\n{bar}\n\n"
+            "correct but much slower. Install a C compiler and reinstall for the C core.\n"
+            f"{bar}\n\n"
         )
 
 

@@ -135,7 +135,8 @@ def _continue_on(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("ps", "prefill"), [(PS, 0), (PS, 7300), (4096, 0), (2048, 15500)],
+    ("ps", "prefill"),
+    [(PS, 0), (PS, 7300), (4096, 0), (2048, 15500)],
     ids=["group0", "group1", "group0-4k", "group1-2k"],
 )
 def test_every_barrier_of_every_call(core: str, tmp_path: object, ps: int, prefill: int) -> None:

@@ -47,8 +47,18 @@ def test_views_are_read_only_and_there_is_no_mutation(core: str, path: str) -> N
             view[0] = 1
         with pytest.raises(TypeError):
             ro.get_protected_page(prot[0])[0:1] = b"x"
-        for name in ("alloc", "free", "alloc_bulk", "free_bulk", "get_page_mut", "batch",
-                     "alloc_protected", "free_protected", "flush", "protected_writer"):
+        for name in (
+            "alloc",
+            "free",
+            "alloc_bulk",
+            "free_bulk",
+            "get_page_mut",
+            "batch",
+            "alloc_protected",
+            "free_protected",
+            "flush",
+            "protected_writer",
+        ):
             assert not hasattr(ro, name), name
         with pytest.raises(AttributeError):
             ids[0].get_mut(ro)  # type: ignore[arg-type]
@@ -81,7 +91,9 @@ def test_reader_in_another_process_while_writing(core: str, path: str) -> None:
         writer.alloc_bulk(5)
         out = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(code)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
             env=dict(os.environ, MAPPEDPAGES_CORE=core),
         )
     assert out.returncode == 0, out.stderr
@@ -122,8 +134,13 @@ def test_errors(core: str, path: str, tmp_path: object) -> None:
     ro.close()
     ro.close()
     assert bytes(view[:4]) == int(ids[0]).to_bytes(4, "little")  # views outlive close safely
-    for call in (lambda: ro.get_page(ids[0]), lambda: ro.get_protected_page(prot[0]),
-                 lambda: ro.page_count, ro.iter_allocated_pages, ro.iter_allocated_protected_pages):
+    for call in (
+        lambda: ro.get_page(ids[0]),
+        lambda: ro.get_protected_page(prot[0]),
+        lambda: ro.page_count,
+        ro.iter_allocated_pages,
+        ro.iter_allocated_protected_pages,
+    ):
         with pytest.raises(mp.Unavailable):
             call()
     assert "closed" in repr(ro)

@@ -8,6 +8,7 @@ records").
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 
@@ -265,3 +266,55 @@ def test_a_listed_page_outside_the_file_is_not_trusted(core: str, path: str) -> 
     _reseal_newest_record(path, lambda record: struct.pack_into("<Q", record, entry, 1 << 40))
     with mp.ReadOnlyPager.open(path) as r:
         assert _read(r, a, 3) == b"one"
+
+
+# -- pages known to read as zeros -----------------------------------------------------------
+
+
+def test_zero_from_follows_growth_and_allocation(core: str, path: str) -> None:
+    with mp.Pager.create(path, PS) as p:
+        core_ = p._core
+        assert core_.zero_from == p.page_count == os.path.getsize(path) // PS
+        got = p.alloc_bulk(100)  # grows the file; the new space is zeros until handed out
+        assert core_.zero_from == int(got[-1]) + 1 < p.page_count
+        p.free_bulk(got)
+        assert core_.zero_from == int(got[-1]) + 1  # freed pages may hold what was written
+        p.alloc()
+        assert core_.zero_from == int(got[-1]) + 1
+    with open(path, "ab") as f:  # a file longer than its pages: the tail may hold anything
+        f.write(b"\xff" * PS)
+    with mp.Pager.open(path) as p:
+        assert p._core.zero_from == os.path.getsize(path) // PS > p.page_count
+
+
+def test_alloc_protected_zeroes_only_pages_that_may_hold_data(core: str, path: str) -> None:
+    with mp.Pager.create(path, PS) as p:
+        (fresh,) = p.alloc_protected_bulk(1)  # new space: not written, and reads as zeros
+        written = p.alloc_bulk(3)
+        for pid in written:
+            p.get_page_mut(pid)[:] = b"\xee" * PS
+        p.flush()
+        p.free_bulk(written)
+        reused = p.alloc_protected()  # takes two of the freed pages: page a must be zeroed
+        record = _record(path)
+        assert {page for page, _crc in record.checks} & {int(x) for x in written}
+        assert _read(p, fresh, PS) == bytes(PS) and _read(p, reused, PS) == bytes(PS)
+    with mp.Pager.open(path) as p:
+        assert _read(p, fresh, PS) == bytes(PS) and _read(p, reused, PS) == bytes(PS)
+    check_ok(path)
+
+
+def test_alloc_protected_zeroes_new_space_written_through_a_forged_handle(
+    core: str, path: str
+) -> None:
+    with mp.Pager.create(path, PS) as p:
+        p.alloc_bulk(100)  # grows the file
+        start = p._core.zero_from
+        assert start < p.page_count - 8
+        for index in range(start, start + 8):  # never handed out, but written all the same
+            p.get_page_mut(mp.PageId(index, PS))[:] = b"\xaa" * PS
+        ppid = p.alloc_protected()
+        assert _read(p, ppid, PS) == bytes(PS)
+    with mp.Pager.open(path) as p:
+        assert _read(p, ppid, PS) == bytes(PS)
+    check_ok(path)

@@ -31,8 +31,19 @@ def _step(p: mp.Pager, rng: random.Random) -> None:
     regular = list(p.iter_allocated_pages())
     protected = list(p.iter_allocated_protected_pages())
     kind = rng.choice(
-        ["alloc", "free", "bulk", "free_bulk", "palloc", "pwrite", "pwrite", "pfree", "pbulk",
-         "pfree_bulk", "batch"]
+        [
+            "alloc",
+            "free",
+            "bulk",
+            "free_bulk",
+            "palloc",
+            "pwrite",
+            "pwrite",
+            "pfree",
+            "pbulk",
+            "pfree_bulk",
+            "batch",
+        ]
     )
     if kind == "alloc" or (kind in ("free", "free_bulk") and not regular):
         p.alloc()

@@ -1,4 +1,4 @@
-"""The code is ruff-clean and mypy --strict clean (so the test command alone proves it)."""
+"""The code is ruff-clean, ruff-formatted and mypy --strict clean (the test command proves it)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,16 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+_PYTHON = ("src", "tests", "benchmarks", "fuzz", "examples", "setup.py")
+
+
 def test_ruff_clean() -> None:
-    out = _run("ruff", "check", "src", "tests", "benchmarks", "fuzz", "examples")
+    out = _run("ruff", "check", *_PYTHON)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_formatted() -> None:
+    out = _run("ruff", "format", "--check", *_PYTHON)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

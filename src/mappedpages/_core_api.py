@@ -78,6 +78,14 @@ class Core(Protocol):
         committed log.
         """
 
+    @property
+    def zero_from(self) -> int:
+        """Pages from this one on read as zeros, on disk too.
+
+        The file gained them by growth in this process and no allocation handed them out; an
+        allocation of page ``p`` moves this past ``p``.
+        """
+
     def two_barriers(self) -> None:
         """The next commit takes two barriers even if it could take one.
 

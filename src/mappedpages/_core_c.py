@@ -194,6 +194,10 @@ class CCore:
         n = self._check(lib.mp_log(self._c, out))
         return bytes(ffi.buffer(out, n))
 
+    @property
+    def zero_from(self) -> int:
+        return int(lib.mp_zero_from(self._c))
+
     def two_barriers(self) -> None:
         self._check(lib.mp_two_barriers(self._c))
 

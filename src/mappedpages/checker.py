@@ -234,6 +234,7 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
             r.problems.append(f"bitmap group {k}: its own copy pages are not marked in use")
     if progress is not None:
         progress(groups, groups)
+
     def allocated(page: int) -> bool:
         k = geo.group_of(page)
         return k in in_use and bool(in_use[k] >> (page - geo.group_start(k)) & 1)

@@ -137,4 +137,3 @@ class ConcurrentPager:
     def __repr__(self) -> str:
         state = "released" if self._pager is None else repr(self._pager)
         return f"<ConcurrentPager {state} {self._lock!r}>"
-

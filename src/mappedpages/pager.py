@@ -222,12 +222,19 @@ class Pager(PageReader, AsyncPagerMethods):
                 self._core.set_directory(a, b)
             p0, p1 = self._alloc_internal(2)
             d.add_block(p0, p1)
+        zero_from = self._core.zero_from
         pa, pb = self._alloc_internal(2)
         ps = self._ps
         if len(self._zero) != ps:
             self._zero = bytes(ps)
-        self._core.mapping()[pa * ps : (pa + 1) * ps] = self._zero
-        self._core.stage([pa])
+        page = self._core.mapping()[pa * ps : (pa + 1) * ps]
+        # Space the file gained by growth and never handed out holds zeros on disk already;
+        # writing them would only make the file system convert a reserved extent at the sync.
+        # (Pages set aside by the batch may reorder the allocation; a page written through a
+        # forged handle does not read as zeros.)
+        if pa < zero_from or self._freed or page.tobytes() != self._zero:
+            page[:] = self._zero
+            self._core.stage([pa])
         return d.take_slot(pa, pb)
 
     def _free_slots(self, slots: list[int]) -> None:
@@ -318,8 +325,6 @@ class Pager(PageReader, AsyncPagerMethods):
                 raise RuntimeError("the batch was rolled back: an inner batch raised")
         else:
             self._commit_all()
-
-
 
 
 class ProtectedPages:

@@ -159,9 +159,7 @@ class SubPageAllocator:
         self._in_heap = set()
 
     @classmethod
-    def restore(
-        cls, pager: Pager, sub_size: int, ids: Iterable[SubPageId]
-    ) -> SubPageAllocator:
+    def restore(cls, pager: Pager, sub_size: int, ids: Iterable[SubPageId]) -> SubPageAllocator:
         """Rebuild an allocator whose live sub-pages are exactly ``ids``.
 
         The file only records that the parents are allocated, so the caller's own record of
