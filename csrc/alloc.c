@@ -51,12 +51,6 @@ static void take(mp_core *c, uint64_t page) {
     mp__touch(c, mp_group_of(&c->geo, page), G_DIRTY);
 }
 
-/* take() for an allocation the caller gets: the page may be written from now on. */
-static void hand_out(mp_core *c, uint64_t page) {
-    take(c, page);
-    if (page >= c->zero_from) c->zero_from = page + 1;
-}
-
 static void release(mp_core *c, uint64_t page) {
     mp_bitmap_clear(&c->bits, page);
     c->free++;
@@ -120,7 +114,7 @@ int64_t mp_alloc(mp_core *c) {
         if (r) return leave(c, r);
         page = mp_bitmap_first_clear(&c->bits);
     }
-    hand_out(c, page);
+    take(c, page);
     r = autocommit(c);
     pthread_mutex_unlock(&c->lock);
     return r ? r : (int64_t)page;
@@ -136,7 +130,7 @@ int mp_alloc_bulk(mp_core *c, uint64_t *out, uint64_t n) {
     }
     for (uint64_t i = 0; i < n; i++) {
         uint64_t page = mp_bitmap_first_clear(&c->bits);
-        hand_out(c, page);
+        take(c, page);
         out[i] = page;
     }
     return leave(c, autocommit(c));
@@ -224,13 +218,6 @@ int mp_set_log(mp_core *c, const unsigned char *log, uint32_t len) {
         c->forced = 1;
     }
     return leave(c, r);
-}
-
-uint64_t mp_zero_from(mp_core *c) {
-    ENTER(c);
-    uint64_t z = c->zero_from;
-    pthread_mutex_unlock(&c->lock);
-    return z;
 }
 
 int mp_two_barriers(mp_core *c) {

@@ -44,8 +44,6 @@ struct mp_core {
     int too_many;      /* more than that */
     int two;           /* the layer above asked for two barriers */
     int single;        /* the commit in progress has one barrier: its record lists the pages */
-    uint64_t zero_from; /* pages from here on read as zeros, on disk too: space the file gained
-                           by growth in this process that no allocation has handed out */
     /* the record's log (opaque here; the protected-page directory's changes since its blocks
      * were last written): as the next commit writes it, and as the last commit wrote it */
     uint32_t log_len, log_len_committed;

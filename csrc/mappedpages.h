@@ -78,9 +78,6 @@ int mp_log(mp_core *core, unsigned char *out);
 /* The next commit uses two barriers even if it could use one (the layer above wrote a page
  * that does not become current: the header it zeroes in a new block's second copy). */
 int mp_two_barriers(mp_core *core);
-/* Pages from this one on read as zeros, on disk too: the file gained them by growth in this
- * process and no allocation has handed them out (an allocation of page p moves it past p). */
-uint64_t mp_zero_from(mp_core *core);
 int mp_commit(mp_core *core);
 int mp_rollback(mp_core *core);
 

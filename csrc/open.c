@@ -268,7 +268,6 @@ static int load(mp_core *c, uint32_t wanted) {
     c->sync_lo = UINT64_MAX;
     c->sync_hi = 0;
     c->n = n;
-    c->zero_from = (size + ps - 1) / ps; /* a longer file than n pages may hold anything */
     r = mp__map(c, n * ps);
     if (r) goto out;
     if (erase && c->writable) {

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,6 +72,33 @@ def test_crc_of_bytes_skips_cffi_and_agrees() -> None:
     for bad_args in [("text",), (5,), (None,), (b"x", "crc"), (b"x", 1.5), (), (b"x", 1, 2)]:
         with pytest.raises(TypeError):
             _crc32c.crc32c(*bad_args)
+
+
+def test_crc_of_contiguous_buffers_skips_cffi_from_python_3_11() -> None:
+    """Where the stable ABI has the buffer protocol, a page's memoryview is checksummed
+    directly; a buffer that is not contiguous, and keywords, still take the cffi function."""
+    from mappedpages import _crc32c
+
+    calls: list[object] = []
+
+    def spy(*args: Any, **kwargs: Any) -> int:
+        calls.append(args[0] if args else kwargs)
+        return _core_c._crc32c_cffi(*args, **kwargs)
+
+    data = _samples()[-1]
+    _crc32c._set_fallback(spy)
+    try:
+        direct = [bytearray(data[:999]), memoryview(data)[3:999], memoryview(bytearray(data))]
+        for buf in direct:
+            assert _crc32c.crc32c(buf, 7) == _core_py.crc32c(bytes(buf), 7)
+        assert calls == ([] if sys.version_info >= (3, 11) else direct)
+        calls.clear()
+        strided = memoryview(data)[::3]
+        assert _crc32c.crc32c(strided) == _core_py.crc32c(bytes(strided))
+        assert _crc32c.crc32c(b"abc", crc=5) == _core_py.crc32c(b"abc", 5)
+        assert calls == [strided, b"abc"]
+    finally:
+        _crc32c._set_fallback(_core_c._crc32c_cffi)
 
 
 def test_crc_known_value() -> None:

@@ -7,9 +7,11 @@ use after free, leak-free misuse or undefined behaviour aborts it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 import tempfile
 from pathlib import Path
@@ -41,11 +43,16 @@ def test_compiles_without_warnings(source: str, opt: str, tmp_path: Path) -> Non
 
 
 def test_python_module_compiles_without_warnings(tmp_path: Path) -> None:
-    """csrc/python/crc32c_module.c (the CPython entry for mp.crc32c), against this Python."""
+    """csrc/python/crc32c_module.c (the CPython entry for mp.crc32c), against this Python, at
+    each stable-ABI level setup.py may choose that this Python's headers have."""
     include = sysconfig.get_paths()["include"]
     source = CSRC / "python" / "crc32c_module.c"
-    for opt in ("-O0", "-O2"):
-        _compile([*FLAGS, opt, f"-I{include}", "-c", str(source), "-o", str(tmp_path / "m.o")])
+    levels = ["0x030A0000"] + (["0x030B0000"] if sys.version_info >= (3, 11) else [])
+    for level, opt in itertools.product(levels, ("-O0", "-O2")):
+        limited = f"-DPy_LIMITED_API={level}"
+        _compile(
+            [*FLAGS, opt, limited, f"-I{include}", "-c", str(source), "-o", str(tmp_path / "m.o")]
+        )
 
 
 def _logged_file(path: Path) -> None:
@@ -106,6 +113,6 @@ def test_core_under_address_and_undefined_sanitizers(tmp_path: Path) -> None:
     runs = [line for line in out.stdout.splitlines() if line.startswith("hostile files: ")]
     assert [line.split()[2] for line in runs] == [f"{MUTATIONS // 5},", f"{MUTATIONS},"]
     count("hostile files (C core under ASan+UBSan)", MUTATIONS + MUTATIONS // 5)
-    for line, total in zip(runs, (MUTATIONS // 5, MUTATIONS)):
+    for line, total in zip(runs, (MUTATIONS // 5, MUTATIONS), strict=True):
         opened = int(line.rsplit(":", 1)[1])
         assert 0 < opened < total  # both outcomes were exercised

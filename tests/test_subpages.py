@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import pickle
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -230,7 +231,7 @@ def test_free_bulk_is_atomic(pager: mp.Pager) -> None:
     ]
     errors = [mp.DoubleFree, mp.OutOfBounds, mp.OutOfBounds, TypeError, TypeError]
     errors.append(mp.PageSizeMismatch)
-    for wrong, error in zip(bad, errors):
+    for wrong, error in zip(bad, errors, strict=True):
         with pytest.raises(error):
             sub.free_bulk([ids[0], ids[4], wrong, ids[1]])
         assert repr(sub) == state

@@ -39,7 +39,8 @@ core: str = _backend.CORE.NAME
 
 crc32c = _backend.CORE.crc32c
 """CRC32C (Castagnoli) of any bytes-like object, continuing from ``crc``:
-``crc32c(b, crc32c(a)) == crc32c(a + b)``. Zero-copy; the C core releases the GIL."""
+``crc32c(b, crc32c(a)) == crc32c(a + b)``. Zero-copy; the C core releases the GIL for
+inputs of 64 KiB and more."""
 
 
 __all__ = [

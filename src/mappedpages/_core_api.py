@@ -14,8 +14,8 @@ its last committed state, but this process can no longer know what the page cach
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Callable, Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from .format import Geometry
 
@@ -76,14 +76,6 @@ class Core(Protocol):
         The core does not interpret it; the protected-page directory keeps its changes there.
         The next commit happens even if nothing else changed; a rollback restores the
         committed log.
-        """
-
-    @property
-    def zero_from(self) -> int:
-        """Pages from this one on read as zeros, on disk too.
-
-        The file gained them by growth in this process and no allocation handed them out; an
-        allocation of page ``p`` moves this past ``p``.
         """
 
     def two_barriers(self) -> None:

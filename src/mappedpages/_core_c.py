@@ -7,8 +7,8 @@ and their contracts are declared in csrc/mappedpages.h.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from . import format as fmt
 from ._mappedpages_c import ffi, lib
@@ -193,10 +193,6 @@ class CCore:
         out = ffi.new("unsigned char[]", fmt.RECORD_LOG_MAX)
         n = self._check(lib.mp_log(self._c, out))
         return bytes(ffi.buffer(out, n))
-
-    @property
-    def zero_from(self) -> int:
-        return int(lib.mp_zero_from(self._c))
 
     def two_barriers(self) -> None:
         self._check(lib.mp_two_barriers(self._c))

@@ -10,8 +10,8 @@ import mmap
 import os
 import re
 import struct
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import format as fmt
 from .errors import (
@@ -128,9 +128,6 @@ class PyCore:
         self._meta_gen: int = meta_gen
         self._log = self._log_committed = log
         self._n: int = n
-        # pages from here on read as zeros, on disk too: space gained by growth in this process
-        # that no allocation has handed out (a longer file than n pages may hold anything)
-        self._zero_from: int = -(-size // ps)
         self._map()
         if passed and self._writable:
             # before anything else is written: were a later commit to make that page match
@@ -286,16 +283,6 @@ class PyCore:
         self._free -= 1
         self._dirty.add(self.geometry.group_of(page))
 
-    def _hand_out(self, page: int) -> None:
-        """_take for an allocation the caller gets: the page may be written from now on."""
-        self._take(page)
-        if page >= self._zero_from:
-            self._zero_from = page + 1
-
-    @property
-    def zero_from(self) -> int:
-        return self._zero_from
-
     def _grow(self, need: int) -> None:
         geo = self.geometry
         old = self._n
@@ -324,7 +311,7 @@ class PyCore:
         if page < 0:
             self._grow(1)
             page = self._find_free()
-        self._hand_out(page)
+        self._take(page)
         self._autocommit()
         return page
 
@@ -337,7 +324,7 @@ class PyCore:
         out = []
         for _ in range(n):
             page = self._find_free()
-            self._hand_out(page)
+            self._take(page)
             out.append(page)
         self._autocommit()
         return out

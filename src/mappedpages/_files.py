@@ -11,7 +11,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import FileLocked
 from .format import initial_image

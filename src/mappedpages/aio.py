@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .handles import PageId, ProtectedPageId
 

@@ -16,8 +16,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import _backend
 from .pager import Pager
@@ -288,7 +289,10 @@ def run(directory: str | None = None, quick: bool = True) -> str:
         "floor of a durable call: two msyncs of one page each (a commit's two barriers), timed",
         "alternately with the call; below 1, the call took one barrier. alloc_bulk: 2 x the above",
         "",
-        *("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table),
+        *(
+            "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+            for r in table
+        ),
     ]
     lines.insert(5, "  ".join("-" * w for w in widths))
     peers = _peers(directory)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .format import (
     BLOCK_HEADER,
@@ -147,7 +147,7 @@ def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None]
     if record_count(page_size) > 1:
         head += _read(fd, 1024, RECORD_SIZE)
     metas = [_read(fd, p * page_size, geo.block) for p in (1, 2)]
-    blocks = [_decode_block(m, p, META_MAGIC, crc32c) for m, p in zip(metas, (1, 2))]
+    blocks = [_decode_block(m, p, META_MAGIC, crc32c) for m, p in zip(metas, (1, 2), strict=True)]
     r.metadata = blocks
     records = [(i, read_record(head, i, crc32c)) for i in range(record_count(page_size))]
     valid = sorted(
@@ -281,7 +281,7 @@ def _check_directory(
 
     def current(pages: tuple[int, int], magic: bytes, what: str) -> bytes | None:
         copies = [_read(fd, p * geo.page_size, geo.block) for p in pages]
-        decoded = [_decode_block(c, p, magic, crc32c) for c, p in zip(copies, pages)]
+        decoded = [_decode_block(c, p, magic, crc32c) for c, p in zip(copies, pages, strict=True)]
         fit = [i for i in (0, 1) if decoded[i].valid and decoded[i].generation <= gen]
         r.leftover_copies += sum(1 for d in decoded if d.valid and d.generation > gen)
         if not fit:

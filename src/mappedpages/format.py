@@ -7,7 +7,8 @@ mirrors the same numbers in ``csrc/format.h`` and a test compares the two.
 from __future__ import annotations
 
 import struct
-from typing import Callable, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 FORMAT_VERSION = 1
 MAGIC = b"MAPPEDPG"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from . import _backend
 from ._files import create_locked, open_locked
@@ -222,19 +222,17 @@ class Pager(PageReader, AsyncPagerMethods):
                 self._core.set_directory(a, b)
             p0, p1 = self._alloc_internal(2)
             d.add_block(p0, p1)
-        zero_from = self._core.zero_from
         pa, pb = self._alloc_internal(2)
         ps = self._ps
         if len(self._zero) != ps:
             self._zero = bytes(ps)
         page = self._core.mapping()[pa * ps : (pa + 1) * ps]
-        # Space the file gained by growth and never handed out holds zeros on disk already;
-        # writing them would only make the file system convert a reserved extent at the sync.
-        # (Pages set aside by the batch may reorder the allocation; a page written through a
-        # forged handle does not read as zeros.)
-        if pa < zero_from or self._freed or page.tobytes() != self._zero:
+        # A page that reads as zeros is not written again: space reserved by growth and never
+        # written would otherwise have the file system convert its extent at the sync. It is
+        # listed all the same, so that zeros written but not yet synced land with the commit.
+        if page.tobytes() != self._zero:
             page[:] = self._zero
-            self._core.stage([pa])
+        self._core.stage([pa])
         return d.take_slot(pa, pb)
 
     def _free_slots(self, slots: list[int]) -> None:

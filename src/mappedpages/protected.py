@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import format as fmt
 from .errors import CorruptDirectoryIndex, CorruptProtectedDirectory, DirectoryFull, Unavailable

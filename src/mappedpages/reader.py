@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import warnings
 import weakref
-from collections.abc import Iterator
-from typing import Any, Callable, NoReturn, TypeVar, Union
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar, Union
 
 from . import _backend
 from .errors import OutOfBounds, PageSizeMismatch, ReservedPage, Unavailable

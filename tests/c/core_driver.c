@@ -115,9 +115,7 @@ static void workload(const char *path) {
     CHECK(rc == 0);
     enum { N = 20000 };
     static uint64_t pages[N];
-    CHECK(mp_zero_from(c) == mp_page_count(c)); /* a fresh file: exactly its pages */
     CHECK(mp_alloc_bulk(c, pages, N) == 0);
-    CHECK(mp_zero_from(c) == pages[N - 1] + 1); /* what was handed out may have been written */
     for (int i = 0; i < 500; i++) CHECK(mp_alloc(c) > 2);
     uint64_t n = mp_page_count(c), free_before = mp_free_count(c);
     /* every kind of bad index, none of which may change anything */
