@@ -40,10 +40,14 @@ static int check_freeable(mp_core *c, uint64_t page) {
     if (r) return r;
     if (mp_is_internal(&c->geo, page))
         return mp__fail(c, MP_E_RESERVED, "page %llu is internal to the file format", (unsigned long long)page);
-    if (!mp_bitmap_get(&c->bits, page))
+    if (!mp_bitmap_get(&c->bits, page) || mp__held(c, page))
         return mp__fail(c, MP_E_DOUBLE_FREE, "page %llu is already free", (unsigned long long)page);
     return 0;
 }
+
+/* Whether a free now must hold the page until the commit (held.c): outside a batch or a
+ * commit driven from above, the free is committed at once. */
+static int holding(const mp_core *c) { return c->in_batch || c->manual; }
 
 static void take(mp_core *c, uint64_t page) {
     mp_bitmap_set(&c->bits, page);
@@ -124,8 +128,9 @@ int mp_alloc_bulk(mp_core *c, uint64_t *out, uint64_t n) {
     ENTER(c);
     int r = writer(c);
     if (r) return leave(c, r);
-    if (n > c->free) {
-        r = grow(c, n - c->free);
+    uint64_t avail = c->free - c->nheld; /* held pages are free but not yet to be had */
+    if (n > avail) {
+        r = grow(c, n - avail);
         if (r) return leave(c, r);
     }
     for (uint64_t i = 0; i < n; i++) {
@@ -140,8 +145,16 @@ int mp_free_page(mp_core *c, uint64_t page) {
     ENTER(c);
     int r = writer(c);
     if (!r) r = check_freeable(c, page);
+    int hold = !r && holding(c) && mp__committed_uses(c, page);
+    if (hold) r = mp__hold_room(c, 1);
     if (r) return leave(c, r);
-    release(c, page);
+    if (hold) {
+        mp__hold(c, page);
+        c->free++;
+        mp__touch(c, mp_group_of(&c->geo, page), G_DIRTY);
+    } else {
+        release(c, page);
+    }
     return leave(c, autocommit(c));
 }
 
@@ -149,13 +162,21 @@ int mp_free_bulk(mp_core *c, const uint64_t *pages, uint64_t n) {
     ENTER(c);
     int r = writer(c);
     if (r) return leave(c, r);
-    /* clear as we validate: a duplicate then reads as already free; on any error the bits
-     * cleared so far are set again, so nothing is freed */
+    const int hold = holding(c);
+    if (hold) {
+        r = mp__hold_room(c, n);
+        if (r) return leave(c, r);
+    }
+    /* free (clear or hold) as we validate: a duplicate then reads as already free; on any
+     * error what was freed so far is taken back, so nothing is freed */
     uint64_t i;
     for (i = 0; i < n; i++) {
         r = check_freeable(c, pages[i]);
         if (r) break;
-        mp_bitmap_clear(&c->bits, pages[i]);
+        if (hold && mp__committed_uses(c, pages[i]))
+            mp__hold(c, pages[i]);
+        else
+            mp_bitmap_clear(&c->bits, pages[i]);
     }
     if (r) {
         if (r == MP_E_DOUBLE_FREE) {
@@ -165,7 +186,12 @@ int mp_free_bulk(mp_core *c, const uint64_t *pages, uint64_t n) {
                     break;
                 }
         }
-        while (i--) mp_bitmap_set(&c->bits, pages[i]);
+        while (i--) {
+            if (mp__held(c, pages[i])) /* held by this call: the last one held */
+                mp__unhold_last(c);
+            else
+                mp_bitmap_set(&c->bits, pages[i]);
+        }
         return leave(c, r);
     }
     for (i = 0; i < n; i++) {
@@ -247,6 +273,7 @@ int mp_commit(mp_core *c) {
 
 static int rollback(mp_core *c) {
     c->in_batch = 0;
+    mp__release_held(c, 0); /* the committed state uses them: reloading the bitmap keeps them */
     const mp_geometry *g = &c->geo;
     const unsigned char *meta = c->map + (1 + (uint64_t)c->active) * g->page_size;
     uint64_t n = mp_get64(meta + MP_META_FIELDS_OFFSET);
@@ -305,7 +332,7 @@ int mp_is_allocated(mp_core *c, uint64_t page) {
     ENTER(c);
     int r = usable(c);
     if (!r) r = check_page(c, page);
-    if (!r) r = mp_bitmap_get(&c->bits, page);
+    if (!r) r = mp_bitmap_get(&c->bits, page) && !mp__held(c, page);
     return leave(c, r);
 }
 
@@ -315,7 +342,7 @@ int64_t mp_scan(mp_core *c, uint64_t start, uint64_t *out, uint64_t limit) {
     if (r) return leave(c, r);
     uint64_t count = 0, n = c->n;
     for (uint64_t w = start >> 6; count < limit && w * 64 < n; w++) {
-        uint64_t bits = c->bits.level[0][w];
+        uint64_t bits = c->bits.level[0][w] & ~mp__held_word(c, w);
         if (w == start >> 6) bits &= UINT64_MAX << (start & 63);
         while (bits && count < limit) {
             uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
@@ -333,7 +360,10 @@ int mp_bitmap_bytes(mp_core *c, unsigned char *out, uint64_t len) {
     int r = usable(c);
     if (r) return leave(c, r);
     if (len != (c->n + 7) / 8) return leave(c, mp__fail(c, MP_E_VALUE, "bitmap buffer has the wrong size"));
-    for (uint64_t i = 0; i < len; i++) out[i] = (unsigned char)(c->bits.level[0][i >> 3] >> (8 * (i & 7)));
+    for (uint64_t i = 0; i < len; i++) {
+        uint64_t word = c->bits.level[0][i >> 3] & ~mp__held_word(c, i >> 3);
+        out[i] = (unsigned char)(word >> (8 * (i & 7)));
+    }
     return leave(c, 0);
 }
 

@@ -90,6 +90,7 @@ static void write_groups_and_metadata(mp_core *c) {
 }
 
 static int write_step(mp_core *c) {
+    mp__release_held(c, 1); /* this commit frees them: from now on they may be handed out */
     if (!c->ntouched && !c->grew && !c->forced) return 0;
     /* staged pages and the log alone leave the metadata as it is: the record names it again */
     c->meta_written = c->ntouched || c->grew || c->meta_dirty || mp_record_count(c->geo.page_size) < 2;

@@ -55,6 +55,10 @@ struct mp_core {
     uint64_t *touched;    /* groups with G_DIRTY or G_STALE, each once */
     uint64_t ntouched;
 
+    /* pages the committed state uses that the current one freed (held.c) */
+    uint64_t *held, nheld, held_cap;
+    uint64_t *held_bits, held_words;
+
     /* a commit in progress; staged pages widen the span before it starts */
     uint64_t sync_lo, sync_hi; /* bytes [lo, hi) of the mapping written for the commit */
 
@@ -74,5 +78,15 @@ int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi);
 /* Note that bytes [off, off + len) of the mapping (within one page) must be durable at the
  * first barrier, and which page they are on. */
 void mp__written(mp_core *c, uint64_t off, uint64_t len);
+
+/* held.c: pages freed since the last commit that the committed state still uses */
+int mp__held(const mp_core *c, uint64_t page);
+uint64_t mp__held_word(const mp_core *c, uint64_t w); /* 64 pages' held bits */
+int mp__hold_room(mp_core *c, uint64_t more);         /* room to hold `more` pages */
+int mp__committed_uses(const mp_core *c, uint64_t page);
+void mp__hold(mp_core *c, uint64_t page);             /* after mp__hold_room */
+void mp__unhold_last(mp_core *c);
+/* Forget the held pages; at a commit (to_bitmap) their bits are cleared first. */
+void mp__release_held(mp_core *c, int to_bitmap);
 
 #endif

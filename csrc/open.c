@@ -52,6 +52,8 @@ void mp_free(mp_core *c) {
     mp_bitmap_release(&c->bits);
     free(c->gflags);
     free(c->touched);
+    free(c->held);
+    free(c->held_bits);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

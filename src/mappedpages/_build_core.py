@@ -14,7 +14,7 @@ from cffi import FFI
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CSRC = os.path.join(_ROOT, "csrc")
-SOURCES = ["crc32c.c", "bitmap.c", "open.c", "alloc.c", "commit.c"]
+SOURCES = ["crc32c.c", "bitmap.c", "open.c", "alloc.c", "held.c", "commit.c"]
 
 
 def cdef_text() -> str:

@@ -142,6 +142,9 @@ class PyCore:
         self._dirty: set[int] = set()
         self._stale: set[int] = set()
         self._new: set[int] = set()  # groups made by growth since the last commit
+        # pages the committed state uses that the current one freed: their bits stay set
+        # until the commit, so that no allocation hands them out before it (held.c)
+        self._held: set[int] = set()
         self._put_bits(0, meta[fmt.META_BITMAP_OFFSET :])
         for k in range(1, geo.group_count(n)):
             start = geo.group_start(k)
@@ -319,8 +322,9 @@ class PyCore:
         self._writer()
         if n < 0:
             raise ValueError("n must be >= 0")
-        if n > self._free:
-            self._grow(n - self._free)
+        avail = self._free - len(self._held)
+        if n > avail:
+            self._grow(n - avail)
         out = []
         for _ in range(n):
             page = self._find_free()
@@ -334,14 +338,35 @@ class PyCore:
             raise OutOfBounds(f"page {page} is beyond the file ({self._n} pages)")
         if self.geometry.is_internal(page):
             raise ReservedPage(f"page {page} is internal to the file format")
-        if not self._get(page):
+        if not self._get(page) or page in self._held:
             raise DoubleFree(f"page {page} is already free")
 
+    def _committed_uses(self, page: int) -> bool:
+        geo, mm, ps = self.geometry, self._mm, self._ps
+        meta = (1 + self._active) * ps
+        if page >= fmt.META_FIELDS.unpack_from(mm, meta + fmt.META_FIELDS_OFFSET)[0]:
+            return False  # beyond the committed file
+        k = geo.group_of(page)
+        if k in self._new:
+            return False
+        if k not in self._dirty:
+            return self._get(page)  # as committed
+        start = geo.group_start(k)
+        if k == 0:
+            bits = meta + fmt.META_BITMAP_OFFSET
+        else:
+            bits = (start + self._cur[k]) * ps + fmt.GROUP_BITMAP_OFFSET
+        bit = page - start
+        return bool(mm[bits + (bit >> 3)] >> (bit & 7) & 1)
+
     def _release(self, page: int) -> None:
-        self._bits[page >> 3] &= ~(1 << (page & 7)) & 0xFF
         self._free += 1
-        self._hint = min(self._hint, page >> 3)
         self._dirty.add(self.geometry.group_of(page))
+        if self._in_batch and self._committed_uses(page):
+            self._held.add(page)  # until the commit
+            return
+        self._bits[page >> 3] &= ~(1 << (page & 7)) & 0xFF
+        self._hint = min(self._hint, page >> 3)
 
     def free(self, page: int) -> None:
         self._writer()
@@ -403,6 +428,7 @@ class PyCore:
     def rollback(self) -> None:
         self._live()
         self._in_batch = False
+        self._held.clear()  # the committed state uses them: reloading the bitmap keeps them
         meta = self._block(1 + self._active)
         n, free, dir_a, dir_b = fmt.META_FIELDS.unpack_from(meta, fmt.META_FIELDS_OFFSET)
         geo = self.geometry
@@ -453,6 +479,10 @@ class PyCore:
         return bytes(body)
 
     def _commit(self) -> None:
+        for page in self._held:  # this commit frees them: from now on they may be handed out
+            self._bits[page >> 3] &= ~(1 << (page & 7)) & 0xFF
+            self._hint = min(self._hint, page >> 3)
+        self._held.clear()
         groups = self._dirty | self._stale
         if not groups and not self._grew and not self._forced:
             return
@@ -547,7 +577,7 @@ class PyCore:
         self._live()
         if not 0 <= page < self._n:
             raise OutOfBounds(f"page {page} is beyond the file ({self._n} pages)")
-        return self._get(page)
+        return self._get(page) and page not in self._held
 
     def scan(self, start: int, limit: int) -> list[int]:
         self._live()
@@ -559,14 +589,17 @@ class PyCore:
             if byte == 0:
                 page = (page | 7) + 1
                 continue
-            if byte & 1 and not geo.is_internal(page):
+            if byte & 1 and not geo.is_internal(page) and page not in self._held:
                 out.append(page)
             page += 1
         return out
 
     def bitmap(self) -> bytes:
         self._live()
-        return bytes(self._bits[: (self._n + 7) // 8])
+        bits = bytearray(self._bits[: (self._n + 7) // 8])
+        for page in self._held:
+            bits[page >> 3] &= ~(1 << (page & 7)) & 0xFF
+        return bytes(bits)
 
     def mapping(self) -> memoryview:
         self._live()

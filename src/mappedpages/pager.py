@@ -36,11 +36,10 @@ T = TypeVar("T")
 class Pager(PageReader, AsyncPagerMethods):
     """A file of fixed-size pages. Make one with ``Pager.create`` or ``Pager.open``."""
 
-    __slots__ = ("_async_lock", "_batch_depth", "_batch_doomed", "_freed", "_zero")
+    __slots__ = ("_async_lock", "_batch_depth", "_batch_doomed", "_zero")
 
     _batch_depth: int
     _batch_doomed: bool
-    _freed: set[int]  # pages freed since the last commit: never reused for directory pages
     _zero: bytes
 
     # -- opening and closing -------------------------------------------------------------
@@ -73,7 +72,6 @@ class Pager(PageReader, AsyncPagerMethods):
     def _opened(self) -> None:
         self._batch_depth = 0
         self._batch_doomed = False
-        self._freed = set()
         self._zero = b""
         self._async_lock = threading.Lock()
         if self._dir.needs_repair:  # leftovers of a commit that never completed
@@ -102,8 +100,6 @@ class Pager(PageReader, AsyncPagerMethods):
         if index in self._internal:
             raise ReservedPage(f"page {index} belongs to the protected-page directory")
         self._core.free(index)
-        if self._batch_depth:
-            self._freed.add(index)
         self._version += 1
 
     def alloc_bulk(self, n: int) -> list[PageId]:
@@ -126,8 +122,6 @@ class Pager(PageReader, AsyncPagerMethods):
             indices.append(pid[0])
         if indices:
             self._core.free_bulk(indices)
-            if self._batch_depth:
-                self._freed.update(indices)
             self._version += 1
 
     def get_page_mut(self, pid: PageId) -> memoryview:
@@ -195,34 +189,18 @@ class Pager(PageReader, AsyncPagerMethods):
 
         self._protected_op(write)
 
-    def _alloc_internal(self, k: int) -> list[int]:
-        """``k`` pages for the directory, none of them freed since the last commit.
-
-        A page freed in this uncommitted state is still in use in the committed one, and a
-        crash before the commit must find it unchanged; directory pages are written before it.
-        """
-        core, freed = self._core, self._freed
-        good: list[int] = []
-        aside: list[int] = []
-        while len(good) < k:
-            for page in core.alloc_bulk(k - len(good)):
-                (aside if page in freed else good).append(page)
-        if aside:
-            core.free_bulk(aside)
-        return good
-
     def _alloc_protected_one(self) -> int:
         d = self._dir
         if not d.free_heap:
             if len(d.blocks) >= d.max_blocks:
                 raise DirectoryFull("the protected-page directory is full")
             if not d.index_pages[0]:
-                a, b = self._alloc_internal(2)
+                a, b = self._core.alloc_bulk(2)
                 d.create_index(a, b)
                 self._core.set_directory(a, b)
-            p0, p1 = self._alloc_internal(2)
+            p0, p1 = self._core.alloc_bulk(2)
             d.add_block(p0, p1)
-        pa, pb = self._alloc_internal(2)
+        pa, pb = self._core.alloc_bulk(2)
         ps = self._ps
         if len(self._zero) != ps:
             self._zero = bytes(ps)
@@ -240,7 +218,6 @@ class Pager(PageReader, AsyncPagerMethods):
         for slot in slots:
             pages.extend(self._dir.release_slot(slot))
         self._core.free_bulk(pages)
-        self._freed.update(pages)
 
     def _protected_op(self, fn: Callable[[], T]) -> T:
         """Run one directory change: its own commit, or part of the open batch."""
@@ -271,13 +248,11 @@ class Pager(PageReader, AsyncPagerMethods):
             core.set_log(log)
         core.commit()
         d.committed()
-        self._freed.clear()
 
     def _abort(self) -> None:
         """Return to the last committed state: the core's bitmap and the directory."""
         core = self._core
         core.rollback()
-        self._freed.clear()
         self._n = core.page_count
         self._version += 1
         self._dir = Directory.load(core.mapping(), core, self._crc)

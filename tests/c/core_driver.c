@@ -148,6 +148,23 @@ static void workload(const char *path) {
     CHECK(mp_page_count(c) > before_n);
     CHECK(mp_rollback(c) == 0);
     CHECK(mp_page_count(c) == before_n && mp_free_count(c) == before_free && count_scan(c) == used);
+    /* pages the committed state uses, freed in a batch, are held until the commit */
+    CHECK(mp_begin(c) == 0);
+    CHECK(mp_free_page(c, pages[8]) == 0 && mp_is_allocated(c, pages[8]) == 0);
+    CHECK(mp_free_page(c, pages[8]) == MP_E_DOUBLE_FREE);
+    uint64_t held[3] = {pages[9], pages[10], pages[8]};
+    CHECK(mp_free_bulk(c, held, 3) == MP_E_DOUBLE_FREE && mp_is_allocated(c, pages[9]) == 1);
+    CHECK(mp_free_bulk(c, held, 2) == 0 && count_scan(c) == used - 3);
+    for (int i = 0; i < 3000; i++) {
+        int64_t p = mp_alloc(c);
+        CHECK(p > 2 && (uint64_t)p != pages[8] && (uint64_t)p != pages[9] && (uint64_t)p != pages[10]);
+    }
+    CHECK(mp_rollback(c) == 0 && count_scan(c) == used && mp_is_allocated(c, pages[8]) == 1);
+    CHECK(mp_begin(c) == 0 && mp_free_bulk(c, held, 3) == 0 && mp_commit(c) == 0);
+    CHECK(mp_is_allocated(c, pages[8]) == 0 && count_scan(c) == used - 3);
+    uint64_t again[3];
+    CHECK(mp_alloc_bulk(c, again, 3) == 0 && mp_free_bulk(c, again, 3) == 0);
+    used -= 3;
     /* a batch committed, observed step by step */
     CHECK(mp_set_manual(c, 1) == 0);
     CHECK(mp_begin(c) == 0);
