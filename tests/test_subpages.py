@@ -602,3 +602,109 @@ def test_randomized_against_a_model(pager: mp.Pager, seed: int, sub_size: int) -
     assert repr(again) == repr(sub)
     sub.free_bulk(list(model))
     assert allocated(pager) == []
+
+
+# -- inside pager.batch() -----------------------------------------------------------------
+
+
+class _Rollback(Exception):
+    pass
+
+
+def test_a_rolled_back_batch_takes_the_allocator_back(pager: mp.Pager) -> None:
+    sub = SubPageAllocator(pager, 128)
+    live = sub.alloc_bulk(20)  # three parents, the last one part full
+    for sid in live:
+        sid.get_mut(sub)[:] = pattern(sid, 128)
+    state = repr(sub)
+    with pytest.raises(_Rollback), pager.batch():
+        sub.free_bulk(live[:8])  # a whole parent: back to the pager, which holds it
+        sub.free(live[10])
+        for sid in sub.alloc_bulk(30):
+            sid.get_mut(sub)[:] = b"\xee" * 128
+        sub.free(sub.alloc())
+        raise _Rollback
+    assert repr(sub) == state
+    assert sorted(allocated(pager)) == sorted({sid.parent for sid in live})
+    for sid in live:
+        assert bytes(sid.get(sub)) == pattern(sid, 128)
+    again = SubPageAllocator.restore(pager, 128, live)
+    assert repr(again) == repr(sub)
+    fresh = sub.alloc()  # the lowest free slot of the part-full parent, as before the batch
+    assert fresh.parent == live[-1].parent and fresh.slot == live[-1].slot + 1
+    sub.free_bulk([*live, fresh])
+    assert allocated(pager) == []
+
+
+def test_slots_freed_in_a_batch_are_held_until_it_commits(pager: mp.Pager) -> None:
+    sub = SubPageAllocator(pager, 256)
+    a, b = sub.alloc(), sub.alloc()
+    with pager.batch():
+        sub.free(a)
+        with pytest.raises(mp.OutOfBounds):
+            sub.get(a)
+        with pytest.raises(mp.DoubleFree):
+            sub.free(a)
+        with pytest.raises(mp.DoubleFree):
+            sub.free_bulk([b, a])
+        taken = sub.alloc_bulk(3)
+        assert a not in taken and sub.alloc() not in (a, b)
+        assert "used=5>" in repr(sub)
+    assert sub.alloc() == a  # the batch committed: the slot is free again
+
+
+def test_slots_allocated_and_freed_in_a_batch_are_reused(pager: mp.Pager) -> None:
+    sub = SubPageAllocator(pager, 64)
+    keep = sub.alloc()
+    count = pager.page_count
+    with pager.batch():
+        first = sub.alloc()
+        sub.free(first)
+        for _ in range(500):
+            sid = sub.alloc()
+            assert sid == first
+            sub.free_bulk([sid])
+    assert pager.page_count == count and allocated(pager) == [keep.parent]
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_randomized_batches_against_a_model(pager: mp.Pager, seed: int) -> None:
+    rng = random.Random(seed)
+    sub = SubPageAllocator(pager, 128)
+    model: dict[SubPageId, bytes] = {}
+
+    def step(work: dict[SubPageId, bytes]) -> None:
+        op = rng.random()
+        if op < 0.4 or not work:
+            for sid in sub.alloc_bulk(rng.randrange(1, 12)) if op < 0.2 else [sub.alloc()]:
+                assert sid not in work
+                work[sid] = rng.randbytes(128)
+                sub.get_mut(sid)[:] = work[sid]
+        elif op < 0.7:
+            sid = rng.choice(list(work))
+            sub.free(sid)
+            del work[sid]
+        else:
+            ids = rng.sample(list(work), rng.randrange(1, min(len(work), 10) + 1))
+            sub.free_bulk(ids)
+            for sid in ids:
+                del work[sid]
+
+    for _ in range(60):
+        work = dict(model)
+        if rng.random() < 0.5:
+            with pager.batch():
+                for _ in range(rng.randrange(1, 40)):
+                    step(work)
+            model = work
+        else:
+            with pytest.raises(_Rollback), pager.batch():
+                for _ in range(rng.randrange(1, 40)):
+                    step(work)
+                raise _Rollback
+        for sid, data in model.items():
+            assert bytes(sub.get(sid)) == data
+        assert sorted(allocated(pager)) == sorted({sid.parent for sid in model})
+        assert f"used={len(model)}>" in repr(sub)
+        for _ in range(rng.randrange(0, 5)):  # and outside a batch
+            step(model)

@@ -36,10 +36,13 @@ T = TypeVar("T")
 class Pager(PageReader, AsyncPagerMethods):
     """A file of fixed-size pages. Make one with ``Pager.create`` or ``Pager.open``."""
 
-    __slots__ = ("_async_lock", "_batch_depth", "_batch_doomed", "_zero")
+    __slots__ = ("_async_lock", "_batch_depth", "_batch_doomed", "_then", "_undo", "_zero")
 
     _batch_depth: int
     _batch_doomed: bool
+    # what state kept beside the file (SubPageAllocator) runs when the batch commits or aborts
+    _then: list[Callable[[], None]]
+    _undo: list[Callable[[], None]]
     _zero: bytes
 
     # -- opening and closing -------------------------------------------------------------
@@ -72,6 +75,8 @@ class Pager(PageReader, AsyncPagerMethods):
     def _opened(self) -> None:
         self._batch_depth = 0
         self._batch_doomed = False
+        self._then = []
+        self._undo = []
         self._zero = b""
         self._async_lock = threading.Lock()
         if self._dir.needs_repair:  # leftovers of a commit that never completed
@@ -248,15 +253,35 @@ class Pager(PageReader, AsyncPagerMethods):
             core.set_log(log)
         core.commit()
         d.committed()
+        self._undo.clear()
+        then, self._then = self._then, []
+        for fn in then:
+            fn()
 
     def _abort(self) -> None:
-        """Return to the last committed state: the core's bitmap and the directory."""
+        """Return to the last committed state: the core's bitmap and the directory, then what
+        was registered with ``_on_rollback`` (latest first)."""
         core = self._core
         core.rollback()
         self._n = core.page_count
         self._version += 1
         self._dir = Directory.load(core.mapping(), core, self._crc)
         self._internal = self._dir.internal
+        self._then.clear()
+        undo, self._undo = self._undo, []
+        for fn in reversed(undo):
+            fn()
+
+    def _on_rollback(self, undo: Callable[[], None]) -> None:
+        """Inside a batch, run ``undo`` if the batch is rolled back: for state kept beside the
+        file (``SubPageAllocator``) that must return with the file to the last commit."""
+        if self._batch_depth:
+            self._undo.append(undo)
+
+    def _on_commit(self, then: Callable[[], None]) -> None:
+        """Inside a batch, run ``then`` once the batch has committed."""
+        if self._batch_depth:
+            self._then.append(then)
 
     def flush(self, ids: Iterable[PageId] | None = None) -> None:
         """Make data written through views durable: every page, or just ``ids``."""

@@ -105,13 +105,17 @@ class SubPageAllocator:
 
     Parents are allocated with ``pager.alloc`` and freed back to the pager as soon as their
     last sub-page is freed, so the pager's own accounting always covers every live sub-page.
-    Which slots are in use lives in memory only (see ``restore``). A ``pager.batch()`` that is
-    rolled back is not seen by the allocator: do not mix the two.
+    Which slots are in use lives in memory only (see ``restore``). Inside a ``pager.batch()``
+    the allocator notes what it changes, so that a batch rolled back takes the allocator back
+    with the file: its parents are again exactly the pages the pager has for it.
     """
 
     __slots__ = (
         "_avail",
+        "_born",
         "_full",
+        "_held",
+        "_in_batch",
         "_in_heap",
         "_pager",
         "_parents",
@@ -133,6 +137,12 @@ class SubPageAllocator:
     # contents so that a parent is never pushed twice.
     _avail: list[int]
     _in_heap: set[int]
+    # Inside a pager.batch() (dropped when it ends): slots allocated in the batch, and slots
+    # freed in it that were live when it began. Those are held, still set in _used, until the
+    # commit, as the pager holds pages: a rollback must find their content as it was.
+    _born: dict[int, int]
+    _held: dict[int, int]
+    _in_batch: bool
 
     def __init__(self, pager: Pager, sub_size: int) -> None:
         if not isinstance(pager, Pager):
@@ -157,6 +167,9 @@ class SubPageAllocator:
         self._parents = {}
         self._avail = []
         self._in_heap = set()
+        self._born = {}
+        self._held = {}
+        self._in_batch = False
 
     @classmethod
     def restore(cls, pager: Pager, sub_size: int, ids: Iterable[SubPageId]) -> SubPageAllocator:
@@ -211,7 +224,8 @@ class SubPageAllocator:
         if self._pager is None:
             state = "released"
         else:
-            live = sum(bin(mask).count("1") for mask in self._used.values())
+            held = self._held
+            live = sum(bin(m & ~held.get(i, 0)).count("1") for i, m in self._used.items())
             state = f"parents={len(self._used)} used={live}"
         return f"<SubPageAllocator sub_size={self._sub} page_size={self._ps} {state}>"
 
@@ -223,6 +237,9 @@ class SubPageAllocator:
         self._parents = {}
         self._avail = []
         self._in_heap = set()
+        self._born = {}
+        self._held = {}
+        self._in_batch = False
         return pager
 
     # -- internals -----------------------------------------------------------------------
@@ -252,7 +269,7 @@ class SubPageAllocator:
         """The parent of a sub-page that is allocated here; OutOfBounds for anything else."""
         self._live()
         index, bit = self._locate(sid)
-        if not self._used.get(index, 0) & bit:
+        if not self._used.get(index, 0) & ~self._held.get(index, 0) & bit:
             raise OutOfBounds(f"{sid!r} is not allocated")
         return self._parents[index]
 
@@ -274,6 +291,87 @@ class SubPageAllocator:
         if index not in self._in_heap:
             self._in_heap.add(index)
             heapq.heappush(self._avail, index)
+
+    # -- batches -------------------------------------------------------------------------
+
+    def _saved(self, indices: Iterable[int]) -> list[tuple[int, int | None, PageId | None]]:
+        used, parents = self._used, self._parents
+        return [(index, used.get(index), parents.get(index)) for index in indices]
+
+    def _remember(self, pager: Pager, saved: list[tuple[int, int | None, PageId | None]]) -> None:
+        """Inside a batch: if it is rolled back, put these parents back as ``saved`` has them
+        (the first change of a parent in the batch saved it as it was when the batch began)."""
+        if not pager._batch_depth:
+            return
+        if not self._in_batch:
+            self._in_batch = True
+            pager._on_commit(self._batch_committed)
+            pager._on_rollback(self._batch_ended)  # runs last: rollbacks run latest first
+
+        def undo() -> None:
+            if self._pager is None:  # given back meanwhile: nothing left to restore
+                return
+            used, parents = self._used, self._parents
+            for index, mask, pid in reversed(saved):
+                if mask is None or pid is None:
+                    used.pop(index, None)
+                    parents.pop(index, None)
+                else:
+                    used[index] = mask
+                    parents[index] = pid
+                    self._offer(index)
+
+        pager._on_rollback(undo)
+
+    def _born_now(self, ids: Iterable[SubPageId]) -> None:
+        born = self._born
+        for sid in ids:
+            index = sid[0][0]
+            born[index] = born.get(index, 0) | 1 << sid[1]
+
+    def _batch_committed(self) -> None:
+        """The batch committed: what it freed may be handed out now."""
+        used = self._used
+        for index, bits in self._held.items():
+            if index in used:
+                used[index] &= ~bits
+                self._offer(index)
+        self._batch_ended()
+
+    def _batch_ended(self) -> None:
+        self._born = {}
+        self._held = {}
+        self._in_batch = False
+
+    def _drop_slots(self, pager: Pager, index: int, bits: int) -> bool:
+        """Free ``bits`` of parent ``index`` in memory, holding those the committed state may
+        use; False (and nothing changed) when no live slot would be left: the caller gives the
+        parent back to the pager and then calls ``_drop_parent``."""
+        held = self._held.get(index, 0)
+        born = self._born.get(index, 0)
+        if pager._batch_depth:
+            held |= bits & ~born
+        mask = self._used[index] & ~bits | held
+        if not mask & ~held:
+            return False
+        self._used[index] = mask
+        self._set(self._held, index, held)
+        self._set(self._born, index, born & ~bits)
+        self._offer(index)
+        return True
+
+    def _drop_parent(self, index: int) -> None:
+        del self._used[index]
+        del self._parents[index]
+        self._held.pop(index, None)
+        self._born.pop(index, None)
+
+    @staticmethod
+    def _set(masks: dict[int, int], index: int, mask: int) -> None:
+        if mask:
+            masks[index] = mask
+        else:
+            masks.pop(index, None)
 
     def _take_parents(self, pids: list[PageId], count: int) -> list[SubPageId]:
         """Fill fresh parents ``pids`` with ``count`` sub-pages, lowest slots first."""
@@ -298,11 +396,21 @@ class SubPageAllocator:
         pager = self._live()
         index = self._lowest_available()
         if index is None:
-            return self._take_parents([pager.alloc()], 1)[0]
+            pid = pager.alloc()
+            sid = self._take_parents([pid], 1)[0]
+            if pager._batch_depth:
+                self._remember(pager, [(pid[0], None, None)])
+                self._born_now([sid])
+            return sid
+        if pager._batch_depth:
+            self._remember(pager, self._saved([index]))
         mask = self._used[index]
         low = ~mask & (mask + 1)
         self._used[index] = mask | low
-        return _new_sub_id(self._parents[index], low.bit_length() - 1, self._sub)
+        sid = _new_sub_id(self._parents[index], low.bit_length() - 1, self._sub)
+        if pager._batch_depth:
+            self._born_now([sid])
+        return sid
 
     def alloc_bulk(self, n: int) -> list[SubPageId]:
         """``n`` sub-pages; the new parents they need come from one ``pager.alloc_bulk``.
@@ -346,6 +454,11 @@ class SubPageAllocator:
                 with suppress(Exception):
                     pager.free_bulk(fresh)
             raise
+        if pager._batch_depth:
+            parents = self._parents
+            saved = [(index, mask, parents[index]) for index, mask in touched]
+            self._remember(pager, saved + [(pid[0], None, None) for pid in fresh])
+            self._born_now(out)
         return out
 
     # -- freeing -------------------------------------------------------------------------
@@ -357,17 +470,14 @@ class SubPageAllocator:
         mask = self._used.get(index)
         if mask is None:
             raise OutOfBounds(f"{sid!r} is not allocated")
-        if not mask & bit:
+        if not mask & bit or self._held.get(index, 0) & bit:
             raise DoubleFree(f"{sid!r} is already free")
-        mask ^= bit
-        if mask:
-            self._used[index] = mask
-            self._offer(index)
-        else:
+        saved = self._saved([index])
+        if not self._drop_slots(pager, index, bit):
             # The pager goes first: if it refuses, the sub-page is still allocated here too.
             pager.free(self._parents[index])
-            del self._used[index]
-            del self._parents[index]
+            self._drop_parent(index)
+        self._remember(pager, saved)
 
     def free_bulk(self, ids: Iterable[SubPageId]) -> None:
         """Free every id; one bad id or a duplicate frees nothing.
@@ -375,30 +485,27 @@ class SubPageAllocator:
         Parents left empty go back to the pager in one ``pager.free_bulk``.
         """
         pager = self._live()
-        used = self._used
+        used, held = self._used, self._held
         freeing: dict[int, int] = {}  # parent index -> bits to clear
         for sid in list(ids):
             index, bit = self._locate(sid)
             mask = used.get(index)
             if mask is None:
                 raise OutOfBounds(f"{sid!r} is not allocated")
-            if not mask & bit:
+            if not mask & bit or held.get(index, 0) & bit:
                 raise DoubleFree(f"{sid!r} is already free")
             bits = freeing.get(index, 0)
             if bits & bit:
                 raise DoubleFree(f"{sid!r} is listed twice")
             freeing[index] = bits | bit
-        emptied = [index for index, bits in freeing.items() if used[index] == bits]
+        emptied = [i for i, bits in freeing.items() if not used[i] & ~held.get(i, 0) & ~bits]
+        saved = self._saved(freeing)
         if emptied:
             pager.free_bulk([self._parents[index] for index in emptied])
         for index, bits in freeing.items():
-            mask = used[index] ^ bits
-            if mask:
-                used[index] = mask
-                self._offer(index)
-            else:
-                del used[index]
-                del self._parents[index]
+            if not self._drop_slots(pager, index, bits):
+                self._drop_parent(index)
+        self._remember(pager, saved)
 
     # -- views ---------------------------------------------------------------------------
 
