@@ -7,10 +7,12 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
 import mappedpages as mp
+from mappedpages.checker import check_file
 
 
 def _fill(path: str) -> tuple[list[mp.PageId], list[mp.ProtectedPageId]]:
@@ -78,6 +80,121 @@ def test_works_while_a_writer_holds_the_file(core: str, path: str) -> None:
             assert new in list(ro3.iter_allocated_pages())
         with pytest.raises(mp.FileLocked):
             mp.Pager.open(path)
+
+
+def test_refresh_takes_up_what_was_committed_since(core: str, path: str) -> None:
+    ids, prot = _fill(path)
+    with mp.Pager.open(path) as writer, mp.ReadOnlyPager.open(path) as ro:
+        assert ro.refresh() is False  # nothing committed since it opened
+        before = ro.get_page(ids[1])
+        it = ro.iter_allocated_pages()
+        assert next(it) == ids[0]
+        grown = writer.alloc_bulk(writer.free_page_count + 50)  # the file grows
+        writer.free(ids[0])
+        with prot[1].get_mut(writer) as w:
+            w.page_mut()[:5] = b"newer"
+        (extra,) = writer.alloc_protected_bulk(1)
+        assert ro.page_count < writer.page_count
+        assert bytes(prot[1].get(ro)[:5]) == b"prot1"  # the directory it opened with
+        assert ro.refresh() is True
+        assert (ro.page_count, ro.free_page_count) == (writer.page_count, writer.free_page_count)
+        assert list(ro.iter_allocated_pages()) == list(writer.iter_allocated_pages())
+        assert grown[-1] in list(ro.iter_allocated_pages())
+        assert list(ro.iter_allocated_protected_pages()) == [*prot, extra]
+        assert bytes(prot[1].get(ro)[:5]) == b"newer"
+        assert bytes(ro.get_page(grown[-1])) == bytes(1024)
+        assert bytes(before[:4]) == int(ids[1]).to_bytes(4, "little")  # old views still read
+        with pytest.raises(RuntimeError):
+            next(it)
+        assert ro.refresh() is False
+    ro.close()
+    with pytest.raises(mp.Unavailable):
+        ro.refresh()
+
+
+class _Writer(threading.Thread):
+    """Commits as fast as it can: protected writes (``w%05d``), bulk calls, growth."""
+
+    def __init__(self, path: str, prot: list[mp.ProtectedPageId], commits: int = 400) -> None:
+        super().__init__()
+        self.path, self.prot, self.commits = path, prot, commits
+        self.done = threading.Event()
+        self.errors: list[BaseException] = []
+
+    def run(self) -> None:
+        try:
+            with mp.Pager.open(self.path, sync=False) as w:
+                for i in range(self.commits):
+                    with self.prot[i % 3].get_mut(w) as pw:
+                        pw.page_mut()[:6] = b"w%05d" % i
+                    if i % 7 == 0:
+                        w.free_bulk(w.alloc_bulk(i % 40 + 1))
+                    if i % 50 == 0:
+                        w.alloc_bulk(200)  # growth
+        except BaseException as exc:
+            self.errors.append(exc)
+        finally:
+            self.done.set()
+
+
+def test_refresh_while_a_writer_commits(core: str, path: str) -> None:
+    """A reader refreshing in a loop while another thread commits never fails to open a state:
+    a load during which a commit landed is done again."""
+    _, prot = _fill(path)
+    writer = _Writer(path, prot)
+    with mp.ReadOnlyPager.open(path) as ro:
+        writer.start()
+        counts = [ro.page_count]
+        refreshed = 0
+        while not writer.done.is_set() or refreshed == 0:
+            refreshed += ro.refresh()
+            counts.append(ro.page_count)
+            assert len(list(ro.iter_allocated_protected_pages())) == 3
+        writer.join()
+        assert not writer.errors, writer.errors
+        ro.refresh()
+        with mp.Pager.open(path) as w:
+            assert list(ro.iter_allocated_pages()) == list(w.iter_allocated_pages())
+        assert counts == sorted(counts) and refreshed > 0
+        assert bytes(prot[399 % 3].get(ro)[:6]) == b"w00399"
+
+
+def test_check_while_a_writer_commits(core: str, path: str) -> None:
+    _, prot = _fill(path)
+    writer = _Writer(path, prot, commits=150)
+    writer.start()
+    checks = 0
+    while not writer.done.is_set() or checks == 0:
+        report = check_file(path, mp.crc32c)
+        assert report.ok, report.problems
+        checks += 1
+    writer.join()
+    assert not writer.errors, writer.errors
+
+
+def test_a_reader_retries_while_commits_land_and_then_gives_up(
+    core: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mappedpages import _snapshot
+
+    _fill(path)
+    marks = iter(range(10**6))
+    monkeypatch.setattr(_snapshot, "_LONGEST_WAIT", 0.0)
+    monkeypatch.setattr(_snapshot, "mark", lambda fd: next(marks))  # a commit every time
+    with pytest.raises(mp.Unavailable, match="attempts"):
+        mp.ReadOnlyPager.open(path)
+    assert next(marks) == 2 * _snapshot.ATTEMPTS
+    # a load that fails while no commit lands is the file's own damage: raised at once
+    monkeypatch.setattr(_snapshot, "mark", lambda fd: b"still")
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 2048)
+    with pytest.raises(mp.MappedPageError):
+        mp.ReadOnlyPager.open(path)
+    report = check_file(path, mp.crc32c)  # damage found at once too
+    assert not report.ok and not any("attempts" in p or "checks" in p for p in report.problems)
+    monkeypatch.setattr(_snapshot, "mark", lambda fd: next(marks))
+    report = check_file(path, mp.crc32c)
+    assert f"during each of {_snapshot.ATTEMPTS} checks" in report.problems[-1]
 
 
 def test_reader_in_another_process_while_writing(core: str, path: str) -> None:

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import _snapshot
 from .format import (
     BLOCK_HEADER,
     DIR_BLOCK_MAGIC,
@@ -104,16 +105,31 @@ def _decode_block(data: bytes, page: int, magic: bytes, crc32c: Crc) -> Block:
 def check_file(
     path: str, crc32c: Crc, progress: Callable[[int, int], None] | None = None
 ) -> Report:
-    """Read ``path`` and verify it; never raises for file content (OSError for I/O)."""
-    report = Report(path)
+    """Read ``path`` and verify it; never raises for file content (OSError for I/O).
+
+    A writer may be committing meanwhile: a check that finds problems while a commit landed is
+    done again (as a reader's load is, see _snapshot.py).
+    """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _check(fd, report, crc32c, progress)
-    except _Fatal as exc:
-        report.problems.append(str(exc))
+        wait = _snapshot.FIRST_WAIT
+        for _ in range(_snapshot.ATTEMPTS):
+            before = _snapshot.mark(fd)
+            report = Report(path)
+            try:
+                _check(fd, report, crc32c, progress)
+            except _Fatal as exc:
+                report.problems.append(str(exc))
+            if report.ok or _snapshot.mark(fd) == before:
+                return report
+            wait = _snapshot.pause(wait)
+        report.problems.append(
+            f"a writer committed during each of {_snapshot.ATTEMPTS} checks: the problems "
+            "above may come from reading a file that was changing"
+        )
+        return report
     finally:
         os.close(fd)
-    return report
 
 
 def _read(fd: int, offset: int, size: int) -> bytes:

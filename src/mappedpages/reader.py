@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar, Union
 
 from . import _backend
+from ._core_api import CoreModule
+from ._snapshot import load
 from .errors import OutOfBounds, PageSizeMismatch, ReservedPage, Unavailable
 from .handles import PageId, ProtectedPageId, new_page_id
 from .protected import AllocatedProtectedPageIter, Directory
@@ -72,6 +74,7 @@ class PageReader:
 
     __slots__ = (
         "__weakref__",
+        "_backend",
         "_c",
         "_c0",
         "_core",
@@ -88,6 +91,7 @@ class PageReader:
     )
 
     _core: Any  # a Core, or a _DeadCore once the pager is unusable
+    _backend: CoreModule  # the core module it was opened with (_core_c or _core_py)
     _fd: int
     _path: str
     _ps: int
@@ -113,19 +117,14 @@ class PageReader:
     ) -> R:
         module = _backend.CORE
         try:
-            core = module.open_core(
-                fd, page_size, writable=writable, sync=sync, preallocate=prealloc
+            core, directory = load(
+                fd, page_size, module, writable=writable, sync=sync, prealloc=prealloc
             )
         except BaseException:
             os.close(fd)
             raise
-        try:
-            directory = Directory.load(core.mapping(), core, module.crc32c)
-        except BaseException:
-            core.close()
-            os.close(fd)
-            raise
         self = object.__new__(cls)
+        self._backend = module
         self._core = core
         self._fd = fd
         self._path = path

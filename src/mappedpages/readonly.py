@@ -1,9 +1,9 @@
 """ReadOnlyPager: a read-only view of a file, for any number of processes at once.
 
 It takes no lock, so it works while a writer has the file open. It sees the allocation state
-and the protected-page directory as committed when it was opened (the metadata it reads is
-never overwritten in place, so that state stays coherent); the bytes of regular pages are the
-live page cache, as a writer's views are.
+and the protected-page directory as committed when it was opened, or when ``refresh`` last
+took up what was committed since; the bytes of regular pages are the live page cache, as a
+writer's views are.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from ._files import open_shared
+from ._snapshot import load
 from .handles import check_page_size
 from .reader import PageReader, StrPath
 
@@ -33,3 +34,29 @@ class ReadOnlyPager(PageReader):
         spath = os.fspath(path)
         fd = open_shared(spath)
         return cls._attach(fd, spath, wanted, False, False, False)
+
+    def refresh(self) -> bool:
+        """Take up what was committed since this reader opened the file (or last refreshed):
+        the allocation state, the page count and the protected-page directory.
+
+        Returns whether anything was committed since. Views taken before stay readable;
+        after a change, iterators started before raise ``RuntimeError``, as after any change
+        of state. On failure (say, the file was damaged meanwhile) the reader keeps the state
+        it had.
+        """
+        self._check_live()
+        core, directory = load(
+            self._fd, self._ps, self._backend, writable=False, sync=False, prealloc=False
+        )
+        old = self._core
+        if core.generation == old.generation:
+            core.close()
+            return False
+        self._core = core
+        self._n = core.page_count
+        self._dir = directory
+        self._internal = directory.internal
+        self._version += 1
+        self._remap()
+        old.close()
+        return True
