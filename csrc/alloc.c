@@ -45,9 +45,9 @@ static int check_freeable(mp_core *c, uint64_t page) {
     return 0;
 }
 
-/* Whether a free now must hold the page until the commit (held.c): outside a batch or a
- * commit driven from above, the free is committed at once. */
-static int holding(const mp_core *c) { return c->in_batch || c->manual; }
+/* Whether changes wait for a commit asked for (a batch, or commits driven from above); if not,
+ * each call commits at once. Only then does a free hold its page until the commit (held.c). */
+static int deferred(const mp_core *c) { return c->in_batch || c->manual; }
 
 static void take(mp_core *c, uint64_t page) {
     mp_bitmap_set(&c->bits, page);
@@ -55,14 +55,17 @@ static void take(mp_core *c, uint64_t page) {
     mp__touch(c, mp_group_of(&c->geo, page), G_DIRTY);
 }
 
-static void release(mp_core *c, uint64_t page) {
-    mp_bitmap_clear(&c->bits, page);
+static void release(mp_core *c, uint64_t page, int hold) {
+    if (hold)
+        mp__hold(c, page);
+    else
+        mp_bitmap_clear(&c->bits, page);
     c->free++;
     mp__touch(c, mp_group_of(&c->geo, page), G_DIRTY);
 }
 
 static int autocommit(mp_core *c) {
-    if (c->in_batch || c->manual) return 0;
+    if (deferred(c)) return 0;
     return mp__commit(c);
 }
 
@@ -145,16 +148,10 @@ int mp_free_page(mp_core *c, uint64_t page) {
     ENTER(c);
     int r = writer(c);
     if (!r) r = check_freeable(c, page);
-    int hold = !r && holding(c) && mp__committed_uses(c, page);
+    int hold = !r && deferred(c) && mp__committed_uses(c, page);
     if (hold) r = mp__hold_room(c, 1);
     if (r) return leave(c, r);
-    if (hold) {
-        mp__hold(c, page);
-        c->free++;
-        mp__touch(c, mp_group_of(&c->geo, page), G_DIRTY);
-    } else {
-        release(c, page);
-    }
+    release(c, page, hold);
     return leave(c, autocommit(c));
 }
 
@@ -162,7 +159,7 @@ int mp_free_bulk(mp_core *c, const uint64_t *pages, uint64_t n) {
     ENTER(c);
     int r = writer(c);
     if (r) return leave(c, r);
-    const int hold = holding(c);
+    const int hold = deferred(c);
     if (hold) {
         r = mp__hold_room(c, n);
         if (r) return leave(c, r);
@@ -289,15 +286,9 @@ static int rollback(mp_core *c) {
     c->free = mp_get64(meta + MP_META_FIELDS_OFFSET + 8);
     c->dir[0] = mp_get64(meta + MP_META_FIELDS_OFFSET + 16);
     c->dir[1] = mp_get64(meta + MP_META_FIELDS_OFFSET + 24);
-    c->forced = 0;
-    c->meta_dirty = 0;
-    c->nwritten = 0;
-    c->too_many = 0;
-    c->two = 0;
+    mp__clear_commit(c);
     memcpy(c->log, c->log_committed, c->log_len_committed);
     c->log_len = c->log_len_committed;
-    c->sync_lo = UINT64_MAX;
-    c->sync_hi = 0;
     uint64_t kept = 0;
     for (uint64_t i = 0; i < c->ntouched; i++) {
         uint64_t k = c->touched[i];

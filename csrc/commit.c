@@ -152,12 +152,7 @@ static void done_step(mp_core *c) {
         c->active = 1 - c->active;
         c->meta_gen = c->gen;
     }
-    c->meta_written = 0;
-    c->meta_dirty = 0;
-    c->nwritten = 0;
-    c->too_many = 0;
-    c->two = 0;
-    c->single = 0;
+    mp__clear_commit(c);
     memcpy(c->log_committed, c->log, c->log_len);
     c->log_len_committed = c->log_len;
     for (uint64_t i = 0; i < c->ntouched; i++) {
@@ -168,7 +163,16 @@ static void done_step(mp_core *c) {
     }
     c->ntouched = 0;
     c->grew = 0;
+}
+
+void mp__clear_commit(mp_core *c) {
     c->forced = 0;
+    c->meta_dirty = 0;
+    c->meta_written = 0;
+    c->nwritten = 0;
+    c->too_many = 0;
+    c->two = 0;
+    c->single = 0;
     c->sync_lo = UINT64_MAX;
     c->sync_hi = 0;
 }

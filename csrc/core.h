@@ -78,6 +78,9 @@ int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi);
 /* Note that bytes [off, off + len) of the mapping (within one page) must be durable at the
  * first barrier, and which page they are on. */
 void mp__written(mp_core *c, uint64_t off, uint64_t len);
+/* Forget what the next commit was to do besides the bitmap and the log (after a commit, or
+ * a rollback). */
+void mp__clear_commit(mp_core *c);
 
 /* held.c: pages freed since the last commit that the committed state still uses */
 int mp__held(const mp_core *c, uint64_t page);

@@ -267,8 +267,7 @@ static int load(mp_core *c, uint32_t wanted) {
     if (log_len) memcpy(c->log, log, log_len);
     memcpy(c->log_committed, c->log, log_len);
     c->log_len = c->log_len_committed = log_len;
-    c->sync_lo = UINT64_MAX;
-    c->sync_hi = 0;
+    mp__clear_commit(c);
     c->n = n;
     r = mp__map(c, n * ps);
     if (r) goto out;

@@ -34,24 +34,13 @@ atheris.instrument_all()  # coverage of the Python layer guides the mutations
 
 PS = 1024
 SCRATCH = os.path.join(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None), "f")
+# fmt: off
 HOT = [
-    0,
-    12,
-    60,
-    512,
-    516,
-    520,
-    528,
-    532,
-    PS,
-    PS + 32,
-    PS + 40,
-    PS + 48,
-    PS + 56,
-    PS + 128,
-    2 * PS,
-    2 * PS + 48,
+    0, 12, 60,                      # identity: magic, page size, checksum
+    512, 516, 520, 528, 532,        # the commit record
+    PS, PS + 32, PS + 40, PS + 48, PS + 56, PS + 128, 2 * PS, 2 * PS + 48,  # metadata
 ] + [p * PS + off for p in range(3, 12) for off in (0, 32, 64, 72)]
+# fmt: on
 
 
 def _bases() -> list[bytes]:

@@ -60,27 +60,15 @@ BASES = _make_bases()
 # offsets where the structures live: superblock, commit records, both metadata blocks and their
 # fields, group 1's copies (page 7168 for 1 KiB pages), and the first directory pages
 RECORDS = [fmt.RECORD_OFFSET + i * fmt.RECORD_SIZE for i in (0, 1)]
+# fmt: off
 HOT = [
-    0,
-    8,
-    12,
-    60,
+    0, 8, 12, 60,
     *(r + f for r in RECORDS for f in (0, 4, 8, 16, 20, 24, 32, 36, 508)),
-    PS,
-    PS + 32,
-    PS + 40,
-    PS + 48,
-    PS + 56,
-    PS + 128,
-    4096 + 32,
-    8192 + 32,
-    2 * PS,
-    2 * PS + 32,
-    2 * PS + 48,
-    7168 * PS,
-    7168 * PS + 32,
-    7169 * PS,
+    PS, PS + 32, PS + 40, PS + 48, PS + 56, PS + 128, 4096 + 32, 8192 + 32,
+    2 * PS, 2 * PS + 32, 2 * PS + 48,
+    7168 * PS, 7168 * PS + 32, 7169 * PS,
 ] + [p * PS + off for p in range(3, 12) for off in (0, 32, 64, 72)]
+# fmt: on
 BOUNDARY = [0, 1, 2, 3, 7, 16, 7167, 7168, 7169, 2**31, 2**32 - 1, 2**32, 2**63, 2**64 - 1]
 
 

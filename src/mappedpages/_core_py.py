@@ -360,11 +360,14 @@ class PyCore:
         return bool(mm[bits + (bit >> 3)] >> (bit & 7) & 1)
 
     def _release(self, page: int) -> None:
-        self._free += 1
-        self._dirty.add(self.geometry.group_of(page))
         if self._in_batch and self._committed_uses(page):
             self._held.add(page)  # until the commit
-            return
+        else:
+            self._clear(page)
+        self._free += 1
+        self._dirty.add(self.geometry.group_of(page))
+
+    def _clear(self, page: int) -> None:
         self._bits[page >> 3] &= ~(1 << (page & 7)) & 0xFF
         self._hint = min(self._hint, page >> 3)
 
@@ -480,8 +483,7 @@ class PyCore:
 
     def _commit(self) -> None:
         for page in self._held:  # this commit frees them: from now on they may be handed out
-            self._bits[page >> 3] &= ~(1 << (page & 7)) & 0xFF
-            self._hint = min(self._hint, page >> 3)
+            self._clear(page)
         self._held.clear()
         groups = self._dirty | self._stale
         if not groups and not self._grew and not self._forced:

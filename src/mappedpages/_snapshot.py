@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import NamedTuple
 
 from ._core_api import Core, CoreModule
 from .errors import Unavailable
@@ -39,12 +40,18 @@ def pause(wait: float) -> float:
     return min(2 * wait, _LONGEST_WAIT)
 
 
+class Snapshot(NamedTuple):
+    core: Core
+    directory: Directory
+    mark: bytes  # the commit records as they were throughout the load (b"" for a writer)
+
+
 def load(
     fd: int, page_size: int, module: CoreModule, *, writable: bool, sync: bool, prealloc: bool
-) -> tuple[Core, Directory]:
+) -> Snapshot:
     """Open a core on ``fd`` and load the protected-page directory, both of one commit."""
     if writable:  # the writer lock: nobody else commits
-        return _load_once(fd, page_size, module, True, sync, prealloc)
+        return Snapshot(*_load_once(fd, page_size, module, True, sync, prealloc), b"")
     wait = FIRST_WAIT
     for _ in range(ATTEMPTS):
         before = mark(fd)
@@ -55,7 +62,7 @@ def load(
                 raise  # no commit meanwhile: this is what the file holds
         else:
             if mark(fd) == before:
-                return core, directory
+                return Snapshot(core, directory, before)
             core.close()
         wait = pause(wait)
     raise Unavailable(

@@ -33,19 +33,28 @@ class Row:
     floor: dict[str, float] | None = None  # durable rows: the two-msync floor timed alongside
 
 
-class _Floor:
-    """Two barriers and nothing else: msync of one dirtied page, twice."""
+class Floor:
+    """Barriers and nothing else: msync of one dirtied page (the mapping's first two pages),
+    and pwrite+fdatasync of one page (the file's third)."""
 
     def __init__(self, directory: str) -> None:
         self._fd, self._path = tempfile.mkstemp(dir=directory)
-        os.ftruncate(self._fd, 2 * mmap.PAGESIZE)
+        os.ftruncate(self._fd, 3 * mmap.PAGESIZE)
         self._map = mmap.mmap(self._fd, 2 * mmap.PAGESIZE)
+        self._page = bytes(mmap.PAGESIZE)
+
+    def msync(self, off: int = 0) -> None:
+        m = self._map
+        m[off] = (m[off] + 1) & 0xFF
+        m.flush(off, mmap.PAGESIZE)
 
     def pair(self) -> None:
-        m = self._map
-        for off in (0, mmap.PAGESIZE):
-            m[off] = (m[off] + 1) & 0xFF
-            m.flush(off, mmap.PAGESIZE)
+        self.msync(0)
+        self.msync(mmap.PAGESIZE)
+
+    def write_sync(self) -> None:
+        os.pwrite(self._fd, self._page, 2 * mmap.PAGESIZE)
+        os.fdatasync(self._fd)
 
     def close(self) -> None:
         self._map.close()
@@ -53,7 +62,7 @@ class _Floor:
         os.unlink(self._path)
 
 
-def _alongside(fn: Callable[[], object], floor: _Floor, repeat: int) -> tuple[float, float]:
+def _alongside(fn: Callable[[], object], floor: Floor, repeat: int) -> tuple[float, float]:
     """Median wall times of ``fn`` and of the floor, each call of one followed by the other."""
     times: list[float] = []
     floors: list[float] = []
@@ -88,29 +97,12 @@ def _median(fn: Callable[[], object], repeat: int) -> float:
 
 
 def msync_floor(directory: str, rounds: int = 200) -> tuple[float, float]:
-    """Median seconds for msync(MS_SYNC) of one dirtied 4 KiB page, and for pwrite+fdatasync."""
-    fd, path = tempfile.mkstemp(dir=directory)
+    """Median seconds for msync(MS_SYNC) of one dirtied page, and for pwrite+fdatasync."""
+    floor = Floor(directory)
     try:
-        os.ftruncate(fd, 1 << 20)
-        page = bytes(4096)
-        with mmap.mmap(fd, 1 << 20) as m:
-            m[:] = bytes(1 << 20)
-            m.flush()
-
-            def one() -> None:
-                m[100] = (m[100] + 1) & 0xFF
-                m.flush(0, mmap.PAGESIZE)
-
-            msync = _median(one, rounds)
-
-        def write_sync() -> None:
-            os.pwrite(fd, page, 8192)
-            os.fdatasync(fd)
-
-        return msync, _median(write_sync, rounds)
+        return _median(floor.msync, rounds), _median(floor.write_sync, rounds)
     finally:
-        os.close(fd)
-        os.unlink(path)
+        floor.close()
 
 
 Record = Callable[..., None]
@@ -122,7 +114,7 @@ def _measure_core(core: str, tmp: str, quick: bool, record: Record) -> None:
     rounds = 100 if quick else 500
     crc = _backend.CORE.crc32c
     path = os.path.join(tmp, "bench.mp")
-    floor = _Floor(tmp)
+    floor = Floor(tmp)
 
     def durable(op: str, fn: Callable[[], object], repeat: int) -> None:
         seconds, pair = _alongside(fn, floor, repeat)
@@ -206,7 +198,7 @@ def _lmdb_put(directory: str, lmdb: Any) -> tuple[float, float]:
             with env.begin(write=True) as txn:
                 txn.put(b"record", value)
 
-        floor = _Floor(tmp)
+        floor = Floor(tmp)
         try:
             seconds, pair = _alongside(put, floor, 100)
         finally:

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar, Union
 
 from . import _backend
 from ._core_api import CoreModule
-from ._snapshot import load
+from ._snapshot import Snapshot, load
 from .errors import OutOfBounds, PageSizeMismatch, ReservedPage, Unavailable
 from .handles import PageId, ProtectedPageId, new_page_id
 from .protected import AllocatedProtectedPageIter, Directory
@@ -117,29 +117,32 @@ class PageReader:
     ) -> R:
         module = _backend.CORE
         try:
-            core, directory = load(
-                fd, page_size, module, writable=writable, sync=sync, prealloc=prealloc
-            )
+            snapshot = load(fd, page_size, module, writable=writable, sync=sync, prealloc=prealloc)
         except BaseException:
             os.close(fd)
             raise
         self = object.__new__(cls)
         self._backend = module
-        self._core = core
         self._fd = fd
         self._path = path
+        core = snapshot.core
         self._ps = core.page_size
         self._c0 = core.geometry.c0
         self._c = core.geometry.c
-        self._n = core.page_count
         self._version = 0
         self._crc = module.crc32c
-        self._dir = directory
-        self._internal = directory.internal
+        self._adopt(snapshot)
         self._opened()
-        self._remap()
         _live.add(self)
         return self
+
+    def _adopt(self, snapshot: Snapshot) -> None:
+        """Take ``snapshot`` as the open state (at open, and a reader's refresh)."""
+        self._core = snapshot.core
+        self._n = snapshot.core.page_count
+        self._dir = snapshot.directory
+        self._internal = snapshot.directory.internal
+        self._remap()
 
     def _opened(self) -> None:
         """Hook for subclasses: set up their own state once the core is open."""

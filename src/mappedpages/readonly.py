@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ._files import open_shared
-from ._snapshot import load
+from ._snapshot import Snapshot, load, mark
 from .handles import check_page_size
 from .reader import PageReader, StrPath
 
@@ -25,7 +25,9 @@ class ReadOnlyPager(PageReader):
     ``TypeError``). ``PageId.get`` and ``ProtectedPageId.get`` work with it.
     """
 
-    __slots__ = ()
+    __slots__ = ("_seen",)
+
+    _seen: bytes  # the commit records as they were when the state in use was loaded
 
     @classmethod
     def open(cls, path: StrPath, page_size: int | None = None) -> ReadOnlyPager:
@@ -34,6 +36,10 @@ class ReadOnlyPager(PageReader):
         spath = os.fspath(path)
         fd = open_shared(spath)
         return cls._attach(fd, spath, wanted, False, False, False)
+
+    def _adopt(self, snapshot: Snapshot) -> None:
+        super()._adopt(snapshot)
+        self._seen = snapshot.mark
 
     def refresh(self) -> bool:
         """Take up what was committed since this reader opened the file (or last refreshed):
@@ -45,18 +51,17 @@ class ReadOnlyPager(PageReader):
         it had.
         """
         self._check_live()
-        core, directory = load(
+        if mark(self._fd) == self._seen:  # no commit since: nothing to load
+            return False
+        snapshot = load(
             self._fd, self._ps, self._backend, writable=False, sync=False, prealloc=False
         )
         old = self._core
-        if core.generation == old.generation:
-            core.close()
+        if snapshot.core.generation == old.generation:
+            snapshot.core.close()
+            self._seen = snapshot.mark
             return False
-        self._core = core
-        self._n = core.page_count
-        self._dir = directory
-        self._internal = directory.internal
+        self._adopt(snapshot)
         self._version += 1
-        self._remap()
         old.close()
         return True

@@ -89,6 +89,10 @@ def _new_sub_id(parent: PageId, slot: int, sub_size: int, _new: Any = tuple.__ne
     return _new(SubPageId, (parent, slot, sub_size, _KIND_SUB))  # type: ignore[no-any-return]
 
 
+# a parent as it was before a change in a batch: index, slot mask and handle (None: no parent)
+_Saved = tuple[int, int | None, PageId | None]
+
+
 def _low_slots(mask: int, count: int) -> list[int]:
     """The ``count`` lowest clear bits of ``mask``; callers never ask for more than are free."""
     out: list[int] = []
@@ -224,8 +228,7 @@ class SubPageAllocator:
         if self._pager is None:
             state = "released"
         else:
-            held = self._held
-            live = sum(bin(m & ~held.get(i, 0)).count("1") for i, m in self._used.items())
+            live = sum(bin(self._live_slots(i)).count("1") for i in self._used)
             state = f"parents={len(self._used)} used={live}"
         return f"<SubPageAllocator sub_size={self._sub} page_size={self._ps} {state}>"
 
@@ -269,9 +272,23 @@ class SubPageAllocator:
         """The parent of a sub-page that is allocated here; OutOfBounds for anything else."""
         self._live()
         index, bit = self._locate(sid)
-        if not self._used.get(index, 0) & ~self._held.get(index, 0) & bit:
+        if not self._live_slots(index) & bit:
             raise OutOfBounds(f"{sid!r} is not allocated")
         return self._parents[index]
+
+    def _live_slots(self, index: int) -> int:
+        """The slots of parent ``index`` that are allocated (not free, nor held)."""
+        return self._used.get(index, 0) & ~self._held.get(index, 0)
+
+    def _freeable(self, sid: SubPageId) -> tuple[int, int]:
+        """Parent index and slot bit of a sub-page that may be freed; raises otherwise."""
+        index, bit = self._locate(sid)
+        mask = self._used.get(index)
+        if mask is None:
+            raise OutOfBounds(f"{sid!r} is not allocated")
+        if not mask & bit or (self._held and self._held.get(index, 0) & bit):
+            raise DoubleFree(f"{sid!r} is already free")
+        return index, bit
 
     def _lowest_available(self) -> int | None:
         heap = self._avail
@@ -294,15 +311,23 @@ class SubPageAllocator:
 
     # -- batches -------------------------------------------------------------------------
 
-    def _saved(self, indices: Iterable[int]) -> list[tuple[int, int | None, PageId | None]]:
+    def _saved(self, pager: Pager, indices: Iterable[int]) -> list[_Saved]:
+        """Inside a batch, these parents as they are now, for ``_remember``; else nothing."""
+        if not pager._batch_depth:
+            return []
         used, parents = self._used, self._parents
         return [(index, used.get(index), parents.get(index)) for index in indices]
 
-    def _remember(self, pager: Pager, saved: list[tuple[int, int | None, PageId | None]]) -> None:
+    def _remember(self, pager: Pager, saved: list[_Saved], born: Iterable[SubPageId] = ()) -> None:
         """Inside a batch: if it is rolled back, put these parents back as ``saved`` has them
-        (the first change of a parent in the batch saved it as it was when the batch began)."""
+        (the first change of a parent in the batch saved it as it was when the batch began),
+        and note the sub-pages ``born`` in it (freeing one of those holds nothing)."""
         if not pager._batch_depth:
             return
+        born_masks = self._born
+        for sid in born:
+            index = sid[0][0]
+            born_masks[index] = born_masks.get(index, 0) | 1 << sid[1]
         if not self._in_batch:
             self._in_batch = True
             pager._on_commit(self._batch_committed)
@@ -322,12 +347,6 @@ class SubPageAllocator:
                     self._offer(index)
 
         pager._on_rollback(undo)
-
-    def _born_now(self, ids: Iterable[SubPageId]) -> None:
-        born = self._born
-        for sid in ids:
-            index = sid[0][0]
-            born[index] = born.get(index, 0) | 1 << sid[1]
 
     def _batch_committed(self) -> None:
         """The batch committed: what it freed may be handed out now."""
@@ -397,19 +416,16 @@ class SubPageAllocator:
         index = self._lowest_available()
         if index is None:
             pid = pager.alloc()
+            saved: list[_Saved] = [(pid[0], None, None)]
             sid = self._take_parents([pid], 1)[0]
-            if pager._batch_depth:
-                self._remember(pager, [(pid[0], None, None)])
-                self._born_now([sid])
-            return sid
+        else:
+            saved = self._saved(pager, [index]) if pager._batch_depth else []
+            mask = self._used[index]
+            low = ~mask & (mask + 1)
+            self._used[index] = mask | low
+            sid = _new_sub_id(self._parents[index], low.bit_length() - 1, self._sub)
         if pager._batch_depth:
-            self._remember(pager, self._saved([index]))
-        mask = self._used[index]
-        low = ~mask & (mask + 1)
-        self._used[index] = mask | low
-        sid = _new_sub_id(self._parents[index], low.bit_length() - 1, self._sub)
-        if pager._batch_depth:
-            self._born_now([sid])
+            self._remember(pager, saved, [sid])
         return sid
 
     def alloc_bulk(self, n: int) -> list[SubPageId]:
@@ -454,11 +470,9 @@ class SubPageAllocator:
                 with suppress(Exception):
                     pager.free_bulk(fresh)
             raise
-        if pager._batch_depth:
-            parents = self._parents
-            saved = [(index, mask, parents[index]) for index, mask in touched]
-            self._remember(pager, saved + [(pid[0], None, None) for pid in fresh])
-            self._born_now(out)
+        parents = self._parents
+        saved = [(index, mask, parents[index]) for index, mask in touched]
+        self._remember(pager, saved + [(pid[0], None, None) for pid in fresh], out)
         return out
 
     # -- freeing -------------------------------------------------------------------------
@@ -466,18 +480,23 @@ class SubPageAllocator:
     def free(self, sid: SubPageId) -> None:
         """Free one sub-page; its parent goes back to the pager if it was the last one."""
         pager = self._live()
-        index, bit = self._locate(sid)
-        mask = self._used.get(index)
-        if mask is None:
-            raise OutOfBounds(f"{sid!r} is not allocated")
-        if not mask & bit or self._held.get(index, 0) & bit:
-            raise DoubleFree(f"{sid!r} is already free")
-        saved = self._saved([index])
-        if not self._drop_slots(pager, index, bit):
+        index, bit = self._freeable(sid)
+        if pager._batch_depth or self._held:
+            saved = self._saved(pager, [index])
+            if not self._drop_slots(pager, index, bit):
+                pager.free(self._parents[index])  # first: if it refuses, nothing changed here
+                self._drop_parent(index)
+            self._remember(pager, saved)
+            return
+        mask = self._used[index] ^ bit  # outside a batch nothing is held: the short way
+        if mask:
+            self._used[index] = mask
+            self._offer(index)
+        else:
             # The pager goes first: if it refuses, the sub-page is still allocated here too.
             pager.free(self._parents[index])
-            self._drop_parent(index)
-        self._remember(pager, saved)
+            del self._used[index]
+            del self._parents[index]
 
     def free_bulk(self, ids: Iterable[SubPageId]) -> None:
         """Free every id; one bad id or a duplicate frees nothing.
@@ -485,21 +504,15 @@ class SubPageAllocator:
         Parents left empty go back to the pager in one ``pager.free_bulk``.
         """
         pager = self._live()
-        used, held = self._used, self._held
         freeing: dict[int, int] = {}  # parent index -> bits to clear
         for sid in list(ids):
-            index, bit = self._locate(sid)
-            mask = used.get(index)
-            if mask is None:
-                raise OutOfBounds(f"{sid!r} is not allocated")
-            if not mask & bit or held.get(index, 0) & bit:
-                raise DoubleFree(f"{sid!r} is already free")
+            index, bit = self._freeable(sid)
             bits = freeing.get(index, 0)
             if bits & bit:
                 raise DoubleFree(f"{sid!r} is listed twice")
             freeing[index] = bits | bit
-        emptied = [i for i, bits in freeing.items() if not used[i] & ~held.get(i, 0) & ~bits]
-        saved = self._saved(freeing)
+        emptied = [i for i, bits in freeing.items() if not self._live_slots(i) & ~bits]
+        saved = self._saved(pager, freeing)
         if emptied:
             pager.free_bulk([self._parents[index] for index in emptied])
         for index, bits in freeing.items():
