@@ -31,3 +31,11 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     with mp.Pager.create(path, 1024, sync=False, preallocate=False) as p:
         p.alloc_bulk(1 << 21)
     return path
+
+
+@pytest.fixture(scope="session")
+def big_protected(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 1 KiB-page file of more than 2^21 pages, 2^20 of them protected (once per session)."""
+    from mappedpages import bench_snapshots
+
+    return bench_snapshots.big_file(os.fspath(tmp_path_factory.mktemp("bigp") / "big.mp"))

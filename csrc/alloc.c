@@ -1,6 +1,8 @@
-/* Allocation state: alloc/free (single and bulk), batches, growth, reading the bitmap, the
- * mapping handed to Python, flushing and closing. Each public function takes the core's lock
- * and checks its state first. */
+/* Allocation state: taking and releasing pages, growth, kinds and scans, batches and their
+ * rollback, the mapping handed to Python, flushing and closing; and the public functions for
+ * them. Each public function takes the core's lock and checks its state first; a mutating one
+ * that fails outside a batch takes back what it changed. _core_py/alloc.py and core.py are
+ * the same in Python. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -11,12 +13,17 @@
 #include "core.h"
 
 #define ENTER(c) pthread_mutex_lock(&(c)->lock)
-static int leave(mp_core *c, int r) {
+#define leave mp__leave
+#define usable mp__start_read
+#define start mp__start
+#define finish mp__finish
+
+int mp__leave(mp_core *c, int r) {
     pthread_mutex_unlock(&c->lock);
     return r;
 }
 
-static int usable(mp_core *c) {
+int mp__start_read(mp_core *c) {
     if (!c->open || c->closed) return mp__fail(c, MP_E_UNAVAILABLE, "the pager is closed");
     if (c->poisoned) return mp__fail(c, MP_E_UNAVAILABLE, "a commit failed; reopen the file");
     return 0;
@@ -28,235 +35,295 @@ static int writer(mp_core *c) {
     return r;
 }
 
+/* The start of a mutating call: outside a batch, pending pages the horizon passed are freed. */
+int mp__start(mp_core *c) {
+    int r = writer(c);
+    if (!r && !c->in_batch) r = mp__release_pending(c);
+    return r;
+}
+
+/* The end of a mutating call: commit it, or take it back when it failed outside a batch. */
+int mp__finish(mp_core *c, int r) {
+    if (r < 0) {
+        if (c->open && !c->closed && !c->in_batch && !c->poisoned) mp__rollback(c);
+        return leave(c, r);
+    }
+    return leave(c, mp__autocommit(c));
+}
+
 static int check_page(mp_core *c, uint64_t page) {
-    if (page >= c->n)
-        return mp__fail(c, MP_E_OUT_OF_BOUNDS, "page %llu is beyond the file (%llu pages)",
-                        (unsigned long long)page, (unsigned long long)c->n);
+    if (page >= c->counts.n)
+        return mp__fail(c, MP_E_OUT_OF_BOUNDS, "page %llu is beyond the file (%llu pages)", (unsigned long long)page,
+                        (unsigned long long)c->counts.n);
     return 0;
 }
 
-static int check_freeable(mp_core *c, uint64_t page) {
-    int r = check_page(c, page);
-    if (r) return r;
-    if (mp_is_internal(&c->geo, page))
-        return mp__fail(c, MP_E_RESERVED, "page %llu is internal to the file format", (unsigned long long)page);
-    if (!mp_bitmap_get(&c->bits, page) || mp__held(c, page))
-        return mp__fail(c, MP_E_DOUBLE_FREE, "page %llu is already free", (unsigned long long)page);
+int mp__is_used(const mp_core *c, uint64_t page) {
+    return mp_bitmap_get(&c->taken, page) && !mp__bit(c->pending, page);
+}
+
+static int is_reserved(const mp_core *c, uint64_t page) {
+    for (unsigned i = 0; i < c->nreserved; i++)
+        if (c->reserved[i] == page) return 1;
     return 0;
 }
 
-/* Whether changes wait for a commit asked for (a batch, or commits driven from above); if not,
- * each call commits at once. Only then does a free hold its page until the commit (held.c). */
-static int deferred(const mp_core *c) { return c->in_batch || c->manual; }
-
-static void take(mp_core *c, uint64_t page) {
-    mp_bitmap_set(&c->bits, page);
-    c->free--;
-    mp__touch(c, mp_group_of(&c->geo, page), G_DIRTY);
+/* Room in every per-page bit array for `pages` pages (whole leaves). */
+int mp__bits_room(mp_core *c, uint64_t pages) {
+    uint64_t leaves = mp_div_up(pages, c->geo.leaf_pages);
+    uint64_t bits = (leaves ? leaves : 1) * c->geo.leaf_pages;
+    if (mp_bitmap_resize(&c->taken, bits)) return mp__fail(c, MP_E_NO_MEMORY, "out of memory for the bitmap");
+    uint64_t words = bits / 64;
+    if (words > c->bit_words) {
+        uint64_t **arrays[3] = {&c->internal, &c->pending, &c->born_bits};
+        for (int i = 0; i < 3; i++) {
+            uint64_t *a = realloc(*arrays[i], (size_t)words * 8);
+            if (!a) return mp__fail(c, MP_E_NO_MEMORY, "out of memory for the bitmap");
+            memset(a + c->bit_words, 0, (size_t)(words - c->bit_words) * 8);
+            *arrays[i] = a;
+        }
+        c->bit_words = words;
+    }
+    return 0;
 }
 
-static void release(mp_core *c, uint64_t page, int hold) {
-    if (hold)
-        mp__hold(c, page);
+static uint64_t find_free(const mp_core *c) {
+    uint64_t page = mp_bitmap_first_clear(&c->taken);
+    return page < c->counts.n ? page : UINT64_MAX;
+}
+
+int mp__take(mp_core *c, uint64_t page, int internal) {
+    if (mp__push(&c->born, page)) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
+    int r = mp__log_run(c, internal ? MP_INTERNAL : MP_DATA, page);
+    if (r) {
+        c->born.n--;
+        return r;
+    }
+    mp_bitmap_set(&c->taken, page);
+    c->counts.free--;
+    if (internal)
+        mp__set(c->internal, page);
     else
-        mp_bitmap_clear(&c->bits, page);
-    c->free++;
-    mp__touch(c, mp_group_of(&c->geo, page), G_DIRTY);
+        c->counts.data++;
+    mp__set(c->born_bits, page);
+    return 0;
 }
 
-static int autocommit(mp_core *c) {
-    if (deferred(c)) return 0;
-    return mp__commit(c);
+int mp__take_lowest(mp_core *c, int internal, uint64_t *page) {
+    *page = find_free(c);
+    if (*page == UINT64_MAX) {
+        int r = mp__grow(c, 1);
+        if (r) return r;
+        *page = find_free(c);
+    }
+    return mp__take(c, *page, internal);
 }
 
-/* Bits the bitmap holds for `count` pages: whole groups, so that a group's block is copied
- * from memory without bounds arithmetic. */
-static uint64_t bits_for(const mp_geometry *g, uint64_t count) {
-    uint64_t k = mp_group_count(g, count) - 1;
-    return k == 0 ? g->c0 : mp_group_start(g, k) + g->c;
+int mp__release(mp_core *c, uint64_t page) {
+    int internal = mp__bit(c->internal, page);
+    int r = mp__log_run(c, internal ? MP_FREE_INTERNAL : MP_FREE_DATA, page);
+    if (r) return r;
+    if (!mp__bit(c->born_bits, page)) {
+        r = mp__hold(c, page, c->gen + 1); /* a state a snapshot may read still has it */
+        if (r) return r;
+    } else { /* no committed state has it */
+        mp__clr(c->born_bits, page);
+        mp_bitmap_clear(&c->taken, page);
+    }
+    c->counts.free++;
+    if (internal)
+        mp__clr(c->internal, page);
+    else
+        c->counts.data--;
+    return 0;
 }
 
-static int grow(mp_core *c, uint64_t need) {
+int mp__grow(mp_core *c, uint64_t need) {
     const mp_geometry *g = &c->geo;
-    uint64_t target = mp_grow_target(g, c->n, need);
-    if (!target || target > (uint64_t)INT64_MAX / g->page_size)
+    uint64_t target = mp_grow_target(g, c->counts.n, need);
+    if (!target || target > MP_PAGE_LIMIT || target > (uint64_t)INT64_MAX / g->page_size)
         return mp__fail_os(c, EFBIG, "growing the file");
     uint64_t size = target * g->page_size;
+    int r = mp__bits_room(c, target); /* the memory first: a file too large for it stays as it was */
+    if (r) return r;
     if (c->prealloc) {
         int e = posix_fallocate(c->fd, 0, (off_t)size);
         if (e) return mp__fail_os(c, e, "posix_fallocate");
     } else {
         struct stat st;
         if (fstat(c->fd, &st) != 0) return mp__fail_os(c, errno, "fstat");
-        if ((uint64_t)st.st_size < size && ftruncate(c->fd, (off_t)size) != 0)
-            return mp__fail_os(c, errno, "ftruncate");
+        if ((uint64_t)st.st_size < size && ftruncate(c->fd, (off_t)size) != 0) return mp__fail_os(c, errno, "ftruncate");
     }
-    uint64_t old_groups = mp_group_count(g, c->n), groups = mp_group_count(g, target);
-    int r = mp__group_room(c, groups);
-    if (r) return r;
-    if (mp_bitmap_resize(&c->bits, bits_for(g, target)))
-        return mp__fail(c, MP_E_NO_MEMORY, "out of memory for the bitmap of %llu pages", (unsigned long long)target);
     r = mp__map(c, size);
     if (r) return r;
-    c->free += target - c->n;
-    c->n = target;
-    for (uint64_t k = old_groups; k < groups; k++) {
-        uint64_t s = mp_group_start(g, k);
-        c->gflags[k] = G_CUR | G_NEW; /* the first write goes to copy 0 */
-        take(c, s);
-        take(c, s + 1);
-    }
+    c->counts.free += target - c->counts.n;
+    c->counts.n = target;
     c->grew = 1;
-    mp__touch(c, 0, G_DIRTY);
     return 0;
 }
 
+static int check_freeable(mp_core *c, uint64_t page) {
+    int r = check_page(c, page);
+    if (r) return r;
+    if (is_reserved(c, page) || mp__bit(c->internal, page))
+        return mp__fail(c, MP_E_RESERVED, "page %llu is internal to the file format", (unsigned long long)page);
+    if (!mp__is_used(c, page)) return mp__fail(c, MP_E_DOUBLE_FREE, "page %llu is already free", (unsigned long long)page);
+    return 0;
+}
+
+void mp__clear_commit(mp_core *c) {
+    c->words_start = -1;
+    c->undo_slots.n = 0;
+    c->undo_dirty.n = 0;
+    for (uint64_t i = 0; i < c->born.n; i++) mp__clr(c->born_bits, c->born.v[i]);
+    c->born.n = 0;
+    c->staged.n = 0;
+    c->blocks.n = 0;
+    c->grew = c->forced = c->force_checkpoint = c->checkpointed = c->single = 0;
+}
+
+/* Undo this commit's log words, latest first, and return to the committed counts. */
+int mp__rollback(mp_core *c) {
+    c->in_batch = 0;
+    mp_u64s at = {0};
+    uint64_t v[3];
+    unsigned kind;
+    int64_t pos = c->words_start;
+    while (pos >= 0 && (pos = mp__log_next(c->log, c->log_len, (uint64_t)pos, &kind, v)) > 0)
+        if (mp__push(&at, (uint64_t)pos)) {
+            free(at.v);
+            c->poisoned = 1;
+            return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
+        }
+    uint64_t prev = (uint64_t)(c->words_start < 0 ? 0 : c->words_start);
+    for (uint64_t i = at.n; i-- > 0;) {
+        uint64_t here = i ? at.v[i - 1] : prev;
+        mp__log_next(c->log, c->log_len, here, &kind, v);
+        if (kind == MP_SLOT) {
+            uint64_t *u = c->undo_slots.v + (c->undo_slots.n -= 3);
+            c->slot_page[u[0]] = u[1];
+            c->slot_crc[u[0]] = (uint32_t)u[2];
+            if (u[1])
+                mp_bitmap_set(&c->slots, u[0]);
+            else
+                mp_bitmap_clear(&c->slots, u[0]);
+            mp__clr(c->verified, u[0]);
+            continue;
+        }
+        for (uint64_t p = v[0]; kind != MP_GEN && p < v[0] + v[1]; p++) {
+            if (kind == MP_DATA || kind == MP_INTERNAL) {
+                mp_bitmap_clear(&c->taken, p);
+                mp__clr(c->internal, p);
+            } else {
+                if (mp__bit(c->pending, p)) { /* held by this commit */
+                    mp__clr(c->pending, p);
+                    c->nheld--;
+                }
+                mp_bitmap_set(&c->taken, p);
+                if (kind == MP_FREE_INTERNAL) mp__set(c->internal, p);
+            }
+        }
+    }
+    free(at.v);
+    while (c->fifo.n > c->fifo_head && c->fifo.v[c->fifo.n - 2] == c->gen + 1) c->fifo.n -= 2;
+    for (uint64_t i = c->undo_dirty.n; i > 0; i -= 2) {
+        mp_tree *t = &c->trees[c->undo_dirty.v[i - 2]];
+        mp__clr(t->dirty_bits, c->undo_dirty.v[i - 1]);
+        t->dirty.n--;
+    }
+    c->counts = c->committed;
+    mp__clear_commit(c);
+    c->log_len = c->log_committed;
+    return 0;
+}
+
+/* -- public functions -------------------------------------------------------------------- */
+
 int64_t mp_alloc(mp_core *c) {
     ENTER(c);
-    int r = writer(c);
-    if (r) return leave(c, r);
-    uint64_t page = mp_bitmap_first_clear(&c->bits);
-    if (page >= c->n) {
-        r = grow(c, 1);
-        if (r) return leave(c, r);
-        page = mp_bitmap_first_clear(&c->bits);
-    }
-    take(c, page);
-    r = autocommit(c);
-    pthread_mutex_unlock(&c->lock);
+    int r = start(c);
+    uint64_t page = 0;
+    if (!r) r = mp__take_lowest(c, 0, &page);
+    r = finish(c, r);
     return r ? r : (int64_t)page;
 }
 
 int mp_alloc_bulk(mp_core *c, uint64_t *out, uint64_t n) {
     ENTER(c);
-    int r = writer(c);
+    int r = start(c);
     if (r) return leave(c, r);
-    uint64_t avail = c->free - c->nheld; /* held pages are free but not yet to be had */
-    if (n > avail) {
-        r = grow(c, n - avail);
-        if (r) return leave(c, r);
-    }
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t page = mp_bitmap_first_clear(&c->bits);
-        take(c, page);
-        out[i] = page;
-    }
-    return leave(c, autocommit(c));
+    uint64_t free_now = c->counts.free - c->nheld; /* pending pages are free but not to be had yet */
+    if (n > MP_PAGE_LIMIT - c->counts.n)
+        return leave(c, mp__fail(c, MP_E_VALUE, "%llu pages are more than a file can hold", (unsigned long long)n));
+    if (n > free_now) r = mp__grow(c, n - free_now);
+    for (uint64_t i = 0; !r && i < n; i++) r = mp__take_lowest(c, 0, &out[i]);
+    return finish(c, r);
 }
 
 int mp_free_page(mp_core *c, uint64_t page) {
     ENTER(c);
-    int r = writer(c);
+    int r = start(c);
     if (!r) r = check_freeable(c, page);
-    int hold = !r && deferred(c) && mp__committed_uses(c, page);
-    if (hold) r = mp__hold_room(c, 1);
-    if (r) return leave(c, r);
-    release(c, page, hold);
-    return leave(c, autocommit(c));
+    if (!r) r = mp__release(c, page);
+    return finish(c, r);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
 }
 
 int mp_free_bulk(mp_core *c, const uint64_t *pages, uint64_t n) {
     ENTER(c);
-    int r = writer(c);
+    int r = start(c);
     if (r) return leave(c, r);
-    const int hold = deferred(c);
-    if (hold) {
-        r = mp__hold_room(c, n);
-        if (r) return leave(c, r);
-    }
-    /* free (clear or hold) as we validate: a duplicate then reads as already free; on any
-     * error what was freed so far is taken back, so nothing is freed */
-    uint64_t i;
-    for (i = 0; i < n; i++) {
-        r = check_freeable(c, pages[i]);
-        if (r) break;
-        if (hold && mp__committed_uses(c, pages[i]))
-            mp__hold(c, pages[i]);
-        else
-            mp_bitmap_clear(&c->bits, pages[i]);
-    }
-    if (r) {
-        if (r == MP_E_DOUBLE_FREE) {
-            for (uint64_t j = 0; j < i; j++)
-                if (pages[j] == pages[i]) {
-                    mp__fail(c, r, "page %llu appears twice", (unsigned long long)pages[i]);
-                    break;
-                }
+    for (uint64_t i = 0; !r && i < n; i++) r = check_freeable(c, pages[i]);
+    if (r) return leave(c, r);
+    uint64_t *sorted = malloc((size_t)(n ? n : 1) * 8);
+    if (!sorted) return leave(c, mp__fail(c, MP_E_NO_MEMORY, "out of memory"));
+    mp__memcpy(sorted, pages, n * 8);
+    mp__qsort(sorted, n, 8, cmp_u64);
+    for (uint64_t i = 1; i < n; i++)
+        if (sorted[i] == sorted[i - 1]) {
+            r = mp__fail(c, MP_E_DOUBLE_FREE, "page %llu appears twice", (unsigned long long)sorted[i]);
+            break;
         }
-        while (i--) {
-            if (mp__held(c, pages[i])) /* held by this call: the last one held */
-                mp__unhold_last(c);
-            else
-                mp_bitmap_set(&c->bits, pages[i]);
+    for (uint64_t i = 0; !r && i < n; i++) r = mp__release(c, sorted[i]);
+    free(sorted);
+    return finish(c, r);
+}
+
+int mp_kind(mp_core *c, uint64_t page) {
+    ENTER(c);
+    int r = usable(c);
+    if (!r) r = check_page(c, page);
+    if (!r) r = !mp__is_used(c, page) ? (mp__bit(c->pending, page) ? 3 : 0) : mp__bit(c->internal, page) ? 2 : 1;
+    return leave(c, r);
+}
+
+int64_t mp_scan(mp_core *c, uint64_t start_page, uint64_t *out, uint64_t limit) {
+    ENTER(c);
+    int r = usable(c);
+    if (r) return leave(c, r);
+    uint64_t count = 0, n = c->counts.n;
+    for (uint64_t w = start_page >> 6; count < limit && w * 64 < n; w++) {
+        uint64_t bits = c->taken.level[0][w] & ~c->internal[w] & ~c->pending[w];
+        if (w == start_page >> 6) bits &= UINT64_MAX << (start_page & 63);
+        while (bits && count < limit) {
+            uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            if (page >= n) break;
+            out[count++] = page;
         }
-        return leave(c, r);
     }
-    for (i = 0; i < n; i++) {
-        c->free++;
-        mp__touch(c, mp_group_of(&c->geo, pages[i]), G_DIRTY);
-    }
-    return leave(c, autocommit(c));
+    pthread_mutex_unlock(&c->lock);
+    return (int64_t)count;
 }
 
 int mp_begin(mp_core *c) {
     ENTER(c);
-    int r = writer(c);
+    int r = start(c);
     if (!r) c->in_batch = 1;
-    return leave(c, r);
-}
-
-int mp_stage(mp_core *c, const uint64_t *pages, uint64_t n) {
-    ENTER(c);
-    int r = writer(c);
-    for (uint64_t i = 0; !r && i < n; i++) r = check_page(c, pages[i]);
-    if (r) return leave(c, r);
-    for (uint64_t i = 0; i < n; i++) mp__written(c, pages[i] * c->geo.page_size, c->geo.page_size);
-    c->forced = 1;
-    return leave(c, 0);
-}
-
-int mp_set_directory(mp_core *c, uint64_t dir_a, uint64_t dir_b) {
-    ENTER(c);
-    int r = writer(c);
-    if (!r && (dir_a >= c->n || dir_b >= c->n))
-        r = mp__fail(c, MP_E_OUT_OF_BOUNDS, "directory index page beyond the file");
-    if (!r) {
-        c->dir[0] = dir_a;
-        c->dir[1] = dir_b;
-        c->forced = 1;
-        c->meta_dirty = 1;
-    }
-    return leave(c, r);
-}
-
-int mp_set_log(mp_core *c, const unsigned char *log, uint32_t len) {
-    ENTER(c);
-    int r = writer(c);
-    uint32_t most = mp_record_count(c->geo.page_size) > 1 ? MP_RECORD_LOG_MAX : 0;
-    if (!r && (len > most || len % 4))
-        r = mp__fail(c, MP_E_VALUE, "a record log of %u bytes (at most %u, a multiple of 4)", len, most);
-    if (!r) {
-        memcpy(c->log, log, len);
-        c->log_len = len;
-        c->forced = 1;
-    }
-    return leave(c, r);
-}
-
-int mp_two_barriers(mp_core *c) {
-    ENTER(c);
-    int r = writer(c);
-    if (!r) c->two = 1;
-    return leave(c, r);
-}
-
-int mp_log(mp_core *c, unsigned char *out) {
-    ENTER(c);
-    int r = usable(c);
-    if (!r) {
-        memcpy(out, c->log, c->log_len);
-        r = (int)c->log_len;
-    }
     return leave(c, r);
 }
 
@@ -265,97 +332,26 @@ int mp_commit(mp_core *c) {
     int r = writer(c);
     if (r) return leave(c, r);
     c->in_batch = 0;
-    return leave(c, autocommit(c));
-}
-
-static int rollback(mp_core *c) {
-    c->in_batch = 0;
-    mp__release_held(c, 0); /* the committed state uses them: reloading the bitmap keeps them */
-    const mp_geometry *g = &c->geo;
-    const unsigned char *meta = c->map + (1 + (uint64_t)c->active) * g->page_size;
-    uint64_t n = mp_get64(meta + MP_META_FIELDS_OFFSET);
-    uint64_t groups = mp_group_count(g, n);
-    if (n != c->n) { /* the batch grew the file: forget the new groups */
-        for (uint64_t k = groups; k < mp_group_count(g, c->n); k++) c->gflags[k] = 0;
-        if (mp_bitmap_resize(&c->bits, bits_for(g, n))) {
-            c->poisoned = 1;
-            return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
-        }
-        c->n = n;
-    }
-    c->free = mp_get64(meta + MP_META_FIELDS_OFFSET + 8);
-    c->dir[0] = mp_get64(meta + MP_META_FIELDS_OFFSET + 16);
-    c->dir[1] = mp_get64(meta + MP_META_FIELDS_OFFSET + 24);
-    mp__clear_commit(c);
-    memcpy(c->log, c->log_committed, c->log_len_committed);
-    c->log_len = c->log_len_committed;
-    uint64_t kept = 0;
-    for (uint64_t i = 0; i < c->ntouched; i++) {
-        uint64_t k = c->touched[i];
-        if (k >= groups) continue;
-        unsigned flags = c->gflags[k];
-        if (flags & G_DIRTY) {
-            uint64_t first = mp_group_start(g, k);
-            uint64_t bytes = (k ? g->c : g->c0) / 8;
-            const unsigned char *src = k ? c->map + (first + (flags & G_CUR)) * g->page_size + MP_GROUP_BITMAP_OFFSET
-                                         : meta + MP_META_BITMAP_OFFSET;
-            mp_bitmap_load(&c->bits, first, src, bytes);
-            mp_bitmap_trim(&c->bits, n);
-            mp_bitmap_summarise_words(&c->bits, first >> 6, (first + bytes * 8 - 1) >> 6);
-        }
-        c->gflags[k] = (uint8_t)(flags & ~(unsigned)(G_DIRTY | G_NEW));
-        if (c->gflags[k] & G_STALE) c->touched[kept++] = k;
-    }
-    c->ntouched = kept;
-    mp_bitmap_trim(&c->bits, n);
-    mp_bitmap_summarise_words(&c->bits, n >> 6, c->bits.words[0] - 1);
-    return 0;
+    return leave(c, mp__autocommit(c));
 }
 
 int mp_rollback(mp_core *c) {
     ENTER(c);
     int r = usable(c);
-    if (!r) r = rollback(c);
+    if (!r) r = mp__rollback(c);
     return leave(c, r);
 }
 
-int mp_is_allocated(mp_core *c, uint64_t page) {
+int mp_reclaim(mp_core *c) {
     ENTER(c);
-    int r = usable(c);
-    if (!r) r = check_page(c, page);
-    if (!r) r = mp_bitmap_get(&c->bits, page) && !mp__held(c, page);
-    return leave(c, r);
+    return leave(c, start(c));
 }
 
-int64_t mp_scan(mp_core *c, uint64_t start, uint64_t *out, uint64_t limit) {
+int mp_checkpoint_now(mp_core *c) {
     ENTER(c);
-    int r = usable(c);
-    if (r) return leave(c, r);
-    uint64_t count = 0, n = c->n;
-    for (uint64_t w = start >> 6; count < limit && w * 64 < n; w++) {
-        uint64_t bits = c->bits.level[0][w] & ~mp__held_word(c, w);
-        if (w == start >> 6) bits &= UINT64_MAX << (start & 63);
-        while (bits && count < limit) {
-            uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
-            bits &= bits - 1;
-            if (page >= n) break;
-            if (!mp_is_internal(&c->geo, page)) out[count++] = page;
-        }
-    }
-    pthread_mutex_unlock(&c->lock);
-    return (int64_t)count;
-}
-
-int mp_bitmap_bytes(mp_core *c, unsigned char *out, uint64_t len) {
-    ENTER(c);
-    int r = usable(c);
-    if (r) return leave(c, r);
-    if (len != (c->n + 7) / 8) return leave(c, mp__fail(c, MP_E_VALUE, "bitmap buffer has the wrong size"));
-    for (uint64_t i = 0; i < len; i++) {
-        uint64_t word = c->bits.level[0][i >> 3] & ~mp__held_word(c, i >> 3);
-        out[i] = (unsigned char)(word >> (8 * (i & 7)));
-    }
-    return leave(c, 0);
+    int r = start(c);
+    if (!r) c->force_checkpoint = c->forced = 1;
+    return finish(c, r);
 }
 
 int64_t mp_map_export(mp_core *c, char **addr, uint64_t *len) {
@@ -385,9 +381,14 @@ int mp_flush_all(mp_core *c) {
 int mp_flush_pages(mp_core *c, const uint64_t *pages, uint64_t n) {
     ENTER(c);
     int r = usable(c);
-    for (uint64_t i = 0; !r && i < n; i++) r = check_page(c, pages[i]);
-    const uint64_t ps = c->geo.page_size;
-    for (uint64_t i = 0; !r && i < n; i++) r = mp__sync_range(c, pages[i] * ps, (pages[i] + 1) * ps);
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (uint64_t i = 0; !r && i < n; i++) {
+        r = check_page(c, pages[i]);
+        if (pages[i] < lo) lo = pages[i];
+        if (pages[i] + 1 > hi) hi = pages[i] + 1;
+    }
+    /* one msync over the pages' span: one barrier however many pages */
+    if (!r && n) r = mp__sync_range(c, lo * c->geo.page_size, hi * c->geo.page_size);
     return leave(c, r);
 }
 
@@ -401,7 +402,7 @@ int mp_set_manual(mp_core *c, int on) {
 int mp_pending(mp_core *c) {
     ENTER(c);
     int r = usable(c);
-    if (!r) r = !c->in_batch && (c->ntouched || c->grew || c->forced);
+    if (!r) r = !c->in_batch && (c->words_start >= 0 || c->grew || c->forced);
     return leave(c, r);
 }
 
@@ -423,7 +424,8 @@ int mp_close(mp_core *c) {
     if (!c->open || c->closed) return leave(c, 0);
     int r = 0;
     if (!c->poisoned && c->writable) {
-        if (c->in_batch) r = rollback(c);
+        if (c->in_batch) r = mp__rollback(c);
+        c->manual = 0;
         if (!r) r = mp__commit(c);
         if (!r) r = flush_all(c);
     }

@@ -1,67 +1,22 @@
-/* The commit sequence (docs/FORMAT.md, "Commit"), in the order that keeps the last committed
- * state intact until the new commit record is written:
- *   1. write each dirty bitmap group to its non-current copy and, when the allocation state
- *      or the directory pointers changed, the metadata to the inactive copy (nothing the
- *      committed state uses is touched); the layer above has written its staged pages;
- *   2. barrier: make those writes durable (fdatasync when the file grew, so that its new
- *      length is durable too; else msync of the span written);
- *   3. flip: write the commit record the last commit did not use, naming the metadata copy,
- *      the new generation and the log;
- *   4. barrier: msync page 0;
- *   5. adopt the new state in memory.
- * With two records, a commit that did not grow the file and wrote at most MP_RECORD_CHECKS pages
- * besides the metadata skips barrier 1: its record lists those pages with their CRC32C (the
- * metadata is named with its own), barrier 2 makes everything durable at once, and on open a
- * record whose pages or metadata do not match is the commit cut short, so the record before it
- * is in force.
+/* The commit sequence (docs/FORMAT.md, "A commit"), in the order that keeps the last committed
+ * state intact until the new record is written:
+ *   1. write:  the log carries this commit's words if they fit; otherwise a checkpoint writes
+ *              the changed leaves and the nodes above them to new pages (checkpoint.c);
+ *   2. sync1:  make the staged pages and blocks durable (fdatasync when the file grew, so that
+ *              its new length is durable too); skipped by a one-barrier commit, whose record
+ *              lists them with their checksums;
+ *   3. flip:   write the record slot the record in force does not occupy;
+ *   4. sync2:  make the record durable (a one-barrier commit: with everything it wrote);
+ *   5. done:   adopt the new state in memory.
  * A failure anywhere poisons the core: the file still holds a consistent state, but this
- * process can no longer tell which one. */
+ * process can no longer tell which one. _core_py/commit.py is the same in Python. */
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "core.h"
 #include "crc32c.h"
-
-/* Write a block (header, body from the bitmap) at `page`, as generation gen + 1. */
-static void write_block(mp_core *c, uint64_t page, const char *magic, uint64_t k) {
-    const uint32_t m = c->geo.block;
-    unsigned char *b = c->map + page * c->geo.page_size;
-    memcpy(b, magic, 4);
-    mp_put64(b + 8, c->gen + 1);
-    mp_put64(b + 16, page);
-    mp_put64(b + 24, 0);
-    unsigned offset = MP_GROUP_BITMAP_OFFSET;
-    if (k == 0) {
-        offset = MP_META_BITMAP_OFFSET;
-        memset(b + 32, 0, MP_META_BITMAP_OFFSET - 32);
-        mp_put64(b + MP_META_FIELDS_OFFSET, c->n);
-        mp_put64(b + MP_META_FIELDS_OFFSET + 8, c->free);
-        mp_put64(b + MP_META_FIELDS_OFFSET + 16, c->dir[0]);
-        mp_put64(b + MP_META_FIELDS_OFFSET + 24, c->dir[1]);
-    }
-    mp_bitmap_store(&c->bits, mp_group_start(&c->geo, k), b + offset, m - offset);
-    mp_put32(b + 4, mp_crc32c(0, b + 8, m - 8));
-    mp__written(c, page * c->geo.page_size, m);
-}
-
-void mp__written(mp_core *c, uint64_t off, uint64_t len) {
-    if (off < c->sync_lo) c->sync_lo = off;
-    if (off + len > c->sync_hi) c->sync_hi = off + len;
-    uint64_t page = off / c->geo.page_size;
-    if (page == 1 || page == 2) return; /* the metadata: the record names it with its crc */
-    for (unsigned i = 0; i < c->nwritten; i++)
-        if (c->written[i] == page) return;
-    if (c->nwritten < MP_RECORD_CHECKS)
-        c->written[c->nwritten++] = page;
-    else
-        c->too_many = 1;
-}
-
-static int one_barrier(const mp_core *c) {
-    return mp_record_count(c->geo.page_size) > 1 && !c->grew && !c->two && !c->too_many &&
-           c->geo.page_size <= MP_ONE_BARRIER_MAX_PAGE;
-}
 
 int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi) {
     const uint64_t os = c->os_page;
@@ -73,108 +28,134 @@ int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi) {
     return 0;
 }
 
-static void write_groups_and_metadata(mp_core *c) {
-    const uint64_t ps = c->geo.page_size;
-    for (uint64_t i = 0; i < c->ntouched; i++) {
-        uint64_t k = c->touched[i];
-        if (k == 0) continue;
-        uint64_t s = mp_group_start(&c->geo, k);
-        unsigned flags = c->gflags[k];
-        if (flags & G_NEW) { /* copy 1 of a new group may hold bytes of an older attempt */
-            memset(c->map + (s + 1) * ps, 0, MP_BLOCK_HEADER_SIZE);
-            mp__written(c, (s + 1) * ps, MP_BLOCK_HEADER_SIZE);
-        }
-        write_block(c, s + 1 - (flags & G_CUR), MP_GROUP_MAGIC, k);
-    }
-    write_block(c, 2 - (uint64_t)c->active, MP_META_MAGIC, 0);
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The pages this commit wrote besides its record, ascending and each once (into out). */
+static uint64_t written(const mp_core *c, uint64_t *out) {
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < c->staged.n; i++) out[n++] = c->staged.v[i];
+    for (uint64_t i = 0; i < c->blocks.n; i++) out[n++] = c->blocks.v[i];
+    mp__qsort(out, n, 8, cmp_u64);
+    uint64_t u = 0;
+    for (uint64_t i = 0; i < n; i++)
+        if (!u || out[i] != out[u - 1]) out[u++] = out[i];
+    return u;
 }
 
 static int write_step(mp_core *c) {
-    mp__release_held(c, 1); /* this commit frees them: from now on they may be handed out */
-    if (!c->ntouched && !c->grew && !c->forced) return 0;
-    /* staged pages and the log alone leave the metadata as it is: the record names it again */
-    c->meta_written = c->ntouched || c->grew || c->meta_dirty || mp_record_count(c->geo.page_size) < 2;
-    if (c->meta_written) write_groups_and_metadata(c);
-    c->single = one_barrier(c);
+    int r = mp__log_start(c); /* even a commit that changed nothing the log tells has a GEN */
+    if (r) return r;
+    c->checkpointed = c->force_checkpoint || c->log_len > c->geo.block - MP_LOG_OFFSET;
+    if (c->checkpointed) {
+        r = mp__checkpoint(c);
+        if (r) return r;
+    }
+    uint64_t *w = malloc((size_t)(c->staged.n + c->blocks.n + 1) * 8);
+    if (!w) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
+    uint64_t n = written(c, w);
+    free(w);
+    c->single = !c->grew && mp_one_barrier_allowed(c->geo.page_size) && n <= MP_LISTED_MAX;
     return c->single ? 2 : 1;
+}
+
+/* One msync over the span of the pages this commit wrote (and its record page): one barrier
+ * however many pages. */
+static int sync_span(mp_core *c, int with_record) {
+    if (!c->sync) return 0;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    const uint64_t *lists[2] = {c->staged.v, c->blocks.v};
+    uint64_t counts[2] = {c->staged.n, c->blocks.n};
+    for (int k = 0; k < 2; k++)
+        for (uint64_t i = 0; i < counts[k]; i++) {
+            if (lists[k][i] < lo) lo = lists[k][i];
+            if (lists[k][i] + 1 > hi) hi = lists[k][i] + 1;
+        }
+    const uint64_t ps = c->geo.page_size;
+    lo = lo == UINT64_MAX ? UINT64_MAX : lo * ps;
+    hi *= ps;
+    if (with_record) {
+        uint64_t rec = c->record_pages[1 - c->rec] * ps;
+        if (rec < lo) lo = rec;
+        if (rec + c->geo.block > hi) hi = rec + c->geo.block;
+    }
+    if (hi == 0) return 0;
+    return mp__sync_range(c, lo, hi);
 }
 
 static int sync1_step(mp_core *c) {
     if (!c->sync || c->single) return 0;
     if (c->grew) {
         if (fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
-        c->grew = 0;
         return 0;
     }
-    return mp__sync_range(c, c->sync_lo, c->sync_hi);
+    return sync_span(c, 0);
 }
 
-static int next_record(const mp_core *c) { return mp_record_count(c->geo.page_size) > 1 ? 1 - c->rec : 0; }
+static uint64_t next_record_page(const mp_core *c) { return c->record_pages[1 - c->rec]; }
 
-static void flip_step(mp_core *c) {
-    unsigned char *rec = c->map + MP_RECORD_OFFSET + (uint64_t)next_record(c) * MP_RECORD_SIZE;
-    int active = c->meta_written ? 1 - c->active : c->active;
-    const unsigned char *meta = c->map + (1 + (uint64_t)active) * c->geo.page_size;
-    memset(rec, 0, MP_RECORD_SIZE);
-    memcpy(rec, MP_RECORD_MAGIC, 4);
-    mp_put32(rec + 4, (uint32_t)active);
-    mp_put64(rec + 8, c->gen + 1);
-    mp_put32(rec + 16, mp_get32(meta + 4));
-    mp_put32(rec + 20, c->log_len);
-    mp_put64(rec + 24, c->meta_written ? c->gen + 1 : c->meta_gen);
+static int flip_step(mp_core *c) {
+    const mp_geometry *g = &c->geo;
+    unsigned char *x = c->map + next_record_page(c) * g->page_size;
+    mp_record rec;
+    memset(&rec, 0, sizeof rec);
+    rec.generation = c->gen + 1;
+    rec.page_count = c->counts.n;
+    rec.free_count = c->counts.free;
+    rec.data_count = c->counts.data;
+    rec.slot_count = c->counts.slot_count;
+    rec.slots_used = c->counts.slots_used;
+    rec.checkpoint = c->checkpointed ? c->gen + 1 : c->checkpoint;
+    const mp_tree *b = &c->trees[MP_TREE_BITMAP], *d = &c->trees[MP_TREE_DIR];
+    mp_ptr broot = b->level[b->height][0], droot = {0, 0};
+    if (d->count[d->height]) droot = d->level[d->height][0];
+    rec.bitmap_root = broot.page;
+    rec.bitmap_crc = broot.crc;
+    rec.bitmap_height = b->height;
+    rec.dir_root = droot.page;
+    rec.dir_crc = droot.crc;
+    rec.dir_height = droot.page ? d->height : 0;
+    rec.log_len = (uint32_t)c->log_len;
+    rec.log_crc = c->log_len ? mp_crc32c(c->log_crc_committed, c->log + c->log_committed, c->log_len - c->log_committed) : 0;
+    c->next_log_crc = rec.log_crc;
+    rec.flags = c->single ? MP_FLAG_ONE_BARRIER : 0;
+    memset(x, 0, g->block);
     if (c->single) {
-        const uint64_t ps = c->geo.page_size;
-        uint64_t pages[MP_RECORD_CHECKS];
-        unsigned n = c->nwritten;
-        memcpy(pages, c->written, sizeof pages);
-        for (unsigned i = 1; i < n; i++) /* ascending, as the pure core lists them */
-            for (unsigned j = i; j > 0 && pages[j - 1] > pages[j]; j--) {
-                uint64_t t = pages[j];
-                pages[j] = pages[j - 1];
-                pages[j - 1] = t;
-            }
-        mp_put32(rec + MP_RECORD_CHECK_OFFSET, n);
-        mp_put32(rec + MP_RECORD_CHECK_OFFSET + 4, MP_RECORD_ONE_BARRIER);
-        for (unsigned i = 0; i < n; i++) {
-            unsigned char *e = rec + MP_RECORD_CHECK_OFFSET + 8 + 12 * i;
-            mp_put64(e, pages[i]);
-            mp_put32(e + 8, mp_crc32c(0, c->map + pages[i] * ps, (size_t)ps));
+        uint64_t w[MP_LISTED_MAX];
+        uint64_t *all = malloc((size_t)(c->staged.n + c->blocks.n + 1) * 8);
+        if (!all) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
+        uint64_t n = written(c, all);
+        mp__memcpy(w, all, n * 8);
+        free(all);
+        for (uint64_t i = 0; i < n; i++) {
+            mp_ptr e = {w[i], mp_crc32c(0, c->map + w[i] * g->page_size, g->page_size)};
+            mp_ptr_put(x + MP_LISTED_OFFSET + 16 * i, e);
         }
+        rec.listed = (unsigned)n;
     }
-    memcpy(rec + MP_RECORD_LOG_OFFSET, c->log, c->log_len);
-    mp_put32(rec + MP_RECORD_CRC_OFFSET, mp_crc32c(0, rec, MP_RECORD_CRC_OFFSET));
+    mp_record_encode(x, &rec);
+    mp__memcpy(x + MP_LOG_OFFSET, c->log, c->log_len);
+    mp_put32(x + MP_REC_CRC, mp_crc32c(0, x + MP_RECORD_CRC_FROM, MP_LISTED_OFFSET + 16 * rec.listed - MP_RECORD_CRC_FROM));
+    return 0;
+}
+
+static int sync2_step(mp_core *c) {
+    if (!c->sync) return 0;
+    if (c->single) return sync_span(c, 1);
+    uint64_t page = next_record_page(c), ps = c->geo.page_size;
+    return mp__sync_range(c, page * ps, page * ps + c->geo.block);
 }
 
 static void done_step(mp_core *c) {
     c->gen++;
-    c->rec = next_record(c);
-    if (c->meta_written) {
-        c->active = 1 - c->active;
-        c->meta_gen = c->gen;
-    }
+    c->rec = 1 - c->rec;
+    if (c->checkpointed) c->checkpoint = c->gen;
+    c->committed = c->counts;
+    c->log_committed = c->log_len;
+    c->log_crc_committed = c->next_log_crc;
     mp__clear_commit(c);
-    memcpy(c->log_committed, c->log, c->log_len);
-    c->log_len_committed = c->log_len;
-    for (uint64_t i = 0; i < c->ntouched; i++) {
-        uint64_t k = c->touched[i];
-        unsigned flags = c->gflags[k];
-        if (k) flags ^= G_CUR;
-        c->gflags[k] = (uint8_t)(flags & G_CUR);
-    }
-    c->ntouched = 0;
-    c->grew = 0;
-}
-
-void mp__clear_commit(mp_core *c) {
-    c->forced = 0;
-    c->meta_dirty = 0;
-    c->meta_written = 0;
-    c->nwritten = 0;
-    c->too_many = 0;
-    c->two = 0;
-    c->single = 0;
-    c->sync_lo = UINT64_MAX;
-    c->sync_hi = 0;
 }
 
 int mp__step(mp_core *c, int step) {
@@ -182,8 +163,8 @@ int mp__step(mp_core *c, int step) {
     switch (step) {
     case MP_STEP_WRITE: r = write_step(c); break;
     case MP_STEP_SYNC1: r = sync1_step(c); break;
-    case MP_STEP_FLIP: flip_step(c); break;
-    case MP_STEP_SYNC2: r = c->sync ? mp__sync_range(c, 0, c->single ? c->sync_hi : 1) : 0; break;
+    case MP_STEP_FLIP: r = flip_step(c); break;
+    case MP_STEP_SYNC2: r = sync2_step(c); break;
     case MP_STEP_DONE: done_step(c); break;
     default: return mp__fail(c, MP_E_VALUE, "no commit step %d", step);
     }
@@ -191,12 +172,20 @@ int mp__step(mp_core *c, int step) {
     return r;
 }
 
+static int pending(const mp_core *c) { return c->words_start >= 0 || c->grew || c->forced; }
+
 int mp__commit(mp_core *c) {
+    if (!pending(c)) return 0;
     int r = mp__step(c, MP_STEP_WRITE);
-    if (r <= 0) return r;
+    if (r < 0) return r;
     for (int step = MP_STEP_SYNC1; step <= MP_STEP_DONE; step++) {
         r = mp__step(c, step);
         if (r < 0) return r;
     }
     return 0;
+}
+
+int mp__autocommit(mp_core *c) {
+    if (c->in_batch || c->manual) return 0;
+    return mp__commit(c);
 }

@@ -1,66 +1,148 @@
-/* The core's state and the functions its source files share (not part of the interface). */
+/* The core's state (struct mp_core, struct mp_snap) and the functions its source files share
+ * (not part of the interface: that is mappedpages.h). src/mappedpages/_core_py/state.py is
+ * the pure core's copy of this state, field for field where it can be. */
 #ifndef MAPPEDPAGES_CORE_H
 #define MAPPEDPAGES_CORE_H
 
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <unistd.h>
 
 #include "bitmap.h"
 #include "format.h"
 #include "mappedpages.h"
 
-/* per-group flags */
-#define G_CUR 1u    /* the current copy is copy 1 */
-#define G_DIRTY 2u  /* changed since the last commit */
-#define G_STALE 4u  /* a copy with a generation above the committed one: rewrite it */
-#define G_NEW 8u    /* made by growth since the last commit */
+/* The counters of a state (the record's header fields that are not pointers). */
+typedef struct {
+    uint64_t n, free, data, slot_count, slots_used;
+} mp_counts;
+
+/* qsort and memcpy of possibly empty arrays (whose pointer may be NULL, which the C library
+ * does not accept even for zero elements). */
+static inline void mp__qsort(void *v, uint64_t n, size_t size, int (*cmp)(const void *, const void *)) {
+    if (n) qsort(v, (size_t)n, size, cmp);
+}
+static inline void mp__memcpy(void *dst, const void *src, uint64_t n) {
+    if (n) memcpy(dst, src, (size_t)n);
+}
+
+/* A growable array of 64-bit words. */
+typedef struct {
+    uint64_t *v;
+    uint64_t n, cap;
+} mp_u64s;
+
+int mp__push(mp_u64s *a, uint64_t x);
+int mp__reserve(mp_u64s *a, uint64_t more);
+
+/* One tree's blocks as the last checkpoint wrote them: per level, per index, a pointer (page
+ * 0 = null), and the leaves changed since. */
+typedef struct {
+    unsigned height;
+    mp_ptr *level[MP_MAX_HEIGHT + 1]; /* level[0]: leaves */
+    uint64_t count[MP_MAX_HEIGHT + 1]; /* entries each level has room for */
+    uint64_t *dirty_bits;              /* leaves changed since the last checkpoint */
+    uint64_t dirty_words;
+    mp_u64s dirty;                     /* the same leaves, as a list */
+} mp_tree;
+
+/* The reader table as the writer sees it: which slots hold back reclamation. */
+typedef struct {
+    int fd;
+    unsigned char *map;
+    struct mp_dead { uint64_t slot, pid, start, since; } *dead;
+    uint64_t ndead, dead_cap;
+    double checked[MP_TABLE_CAPACITY]; /* monotonic seconds the slot's lock was last found held */
+} mp_table;
 
 struct mp_core {
     pthread_mutex_t lock;
     int fd;
     int open, writable, sync, prealloc, manual;
-    int closed, poisoned, in_batch, grew;
+    int closed, poisoned, in_batch;
     mp_geometry geo;
     uint64_t os_page; /* msync works on whole OS pages */
+    uint64_t record_pages[2];
+    uint64_t reserved[5]; /* pages 0-2, and the record pages of an upgraded file */
+    unsigned nreserved;
+    unsigned char file_id[16];
 
     unsigned char *map; /* the whole file's first map_len bytes */
     uint64_t map_len;
     int map_exported; /* the caller unmaps it */
     uint64_t map_epoch;
 
-    uint64_t n;        /* page count of the current state */
-    uint64_t free;     /* free data pages of the current state */
-    uint64_t gen;      /* generation of the last commit */
-    int rec;           /* commit record of the last commit (the next one writes the other) */
-    int active;        /* metadata copy the last commit's record names */
-    uint64_t meta_gen; /* generation of that metadata copy (<= gen) */
-    uint64_t dir[2];   /* directory index copies of the current state */
-    int forced;        /* commit even without bitmap changes: pages staged or the log set */
-    int meta_dirty;    /* the metadata must be rewritten: the directory pointers changed */
-    int meta_written;  /* the commit in progress wrote the inactive metadata copy */
-    /* pages written for the next commit besides the metadata (the first MP_RECORD_CHECKS) */
-    uint64_t written[MP_RECORD_CHECKS];
-    unsigned nwritten;
-    int too_many;      /* more than that */
-    int two;           /* the layer above asked for two barriers */
-    int single;        /* the commit in progress has one barrier: its record lists the pages */
-    /* the record's log (opaque here; the protected-page directory's changes since its blocks
-     * were last written): as the next commit writes it, and as the last commit wrote it */
-    uint32_t log_len, log_len_committed;
-    unsigned char log[MP_RECORD_LOG_MAX], log_committed[MP_RECORD_LOG_MAX];
+    /* the last commit */
+    uint64_t gen, checkpoint;
+    int rec; /* record slot of the last commit (the next one writes the other) */
+    mp_counts committed;
 
-    mp_bitmap bits;
-    uint8_t *gflags;      /* per group: G_* */
-    uint64_t gcap;        /* groups gflags and touched have room for */
-    uint64_t *touched;    /* groups with G_DIRTY or G_STALE, each once */
-    uint64_t ntouched;
+    /* the current state */
+    mp_counts counts;
+    mp_bitmap taken;         /* used pages, and pending ones: what allocation skips */
+    uint64_t *internal, *pending, *born_bits;
+    uint64_t bit_words;      /* words of internal, pending and born_bits */
+    mp_u64s fifo;            /* pending pages, oldest first: pairs (generation, page) */
+    uint64_t fifo_head;      /* pairs before it are released */
+    uint64_t nheld;          /* pending pages */
+    mp_u64s born;            /* pages allocated since the last commit */
 
-    /* pages the committed state uses that the current one freed (held.c) */
-    uint64_t *held, nheld, held_cap;
-    uint64_t *held_bits, held_words;
+    uint64_t *slot_page;
+    uint32_t *slot_crc;
+    uint64_t slot_cap;
+    mp_bitmap slots;         /* slots in use */
+    uint64_t *verified;      /* slots whose content matched its CRC32C in this open */
+    uint64_t verified_words;
 
-    /* a commit in progress; staged pages widen the span before it starts */
-    uint64_t sync_lo, sync_hi; /* bytes [lo, hi) of the mapping written for the commit */
+    mp_tree trees[2];        /* 0: the bitmap, 1: the directory */
+
+    /* the log the next record carries: the committed words, then this commit's */
+    unsigned char *log;
+    uint64_t log_len, log_cap, log_committed;
+    uint32_t log_crc_committed, next_log_crc;
+    int64_t words_start;     /* where this commit's words begin, -1 before its GEN word */
+    mp_u64s undo_slots;      /* triples (slot, page, crc) before each SLOT */
+    mp_u64s undo_dirty;      /* pairs (tree, leaf) this commit made dirty */
+
+    /* the commit in progress */
+    mp_u64s staged;          /* pages written for it besides tree blocks and the record */
+    mp_u64s blocks;          /* tree blocks a checkpoint wrote */
+    int grew, forced, force_checkpoint, checkpointed, single;
+
+    /* snapshots: pairs (generation, count) in this process; the reader table of others */
+    mp_u64s pins;
+    mp_table *table;
+
+    int err;
+    char msg[200];
+};
+
+struct mp_snap {
+    pthread_mutex_t lock;
+    int fd;        /* -1: a snapshot of a writer's commit */
+    int closed;
+    mp_core *owner; /* the writer that pinned it, or NULL */
+    mp_geometry geo;
+    uint64_t record_pages[2];
+    unsigned char *map;
+    uint64_t map_len;
+    int map_own, map_exported;
+    uint64_t map_epoch;
+
+    int slot;
+    mp_record rec;
+    unsigned char *log;      /* a copy of the record's log */
+    uint64_t log_len;
+    /* the log's changes: sorted disjoint runs (first, count, kind), and slots (slot, page, crc) */
+    mp_u64s runs;
+    mp_u64s slot_changes;
+    /* validated blocks: open-addressed set of (page, kind) */
+    uint64_t *seen;
+    uint64_t seen_cap, seen_n;
+    mp_u64s verified;        /* slots whose content was checked */
 
     int err;
     char msg[200];
@@ -68,28 +150,100 @@ struct mp_core {
 
 int mp__fail(mp_core *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int mp__fail_os(mp_core *c, int err, const char *what);
-
-void mp__touch(mp_core *c, uint64_t k, unsigned flag);
-int mp__group_room(mp_core *c, uint64_t groups);
 int mp__map(mp_core *c, uint64_t len);
+
+/* alloc.c: the frame of every public function (lock taken by the caller) */
+int mp__start_read(mp_core *c);   /* usable */
+int mp__start(mp_core *c);        /* writable; outside a batch, release what the horizon passed */
+int mp__finish(mp_core *c, int r); /* commit, or roll back a failure outside a batch; unlock */
+int mp__leave(mp_core *c, int r); /* unlock */
+/* alloc.c */
+int mp__grow(mp_core *c, uint64_t need);
+int mp__take(mp_core *c, uint64_t page, int internal);
+int mp__take_lowest(mp_core *c, int internal, uint64_t *page);
+int mp__release(mp_core *c, uint64_t page);
+int mp__is_used(const mp_core *c, uint64_t page);
+int mp__bits_room(mp_core *c, uint64_t pages);
+void mp__clear_commit(mp_core *c);
+int mp__rollback(mp_core *c);
+static inline int mp__bit(const uint64_t *w, uint64_t i) { return (int)(w[i >> 6] >> (i & 63) & 1); }
+static inline void mp__set(uint64_t *w, uint64_t i) { w[i >> 6] |= (uint64_t)1 << (i & 63); }
+static inline void mp__clr(uint64_t *w, uint64_t i) { w[i >> 6] &= ~((uint64_t)1 << (i & 63)); }
+
+/* log.c */
+int mp__log_start(mp_core *c);
+int mp__log_run(mp_core *c, unsigned kind, uint64_t page);
+int mp__log_slot(mp_core *c, uint64_t slot, uint64_t page, uint32_t crc);
+int mp__dirty(mp_core *c, int tree, uint64_t leaf);
+int mp__tree_room(mp_core *c, mp_tree *t, unsigned level, uint64_t count);
+void mp__tree_release(mp_tree *t);
+/* Each log entry in turn: kind, then (first page, count), (slot, page, crc) or (generation).
+ * Returns the next position, 0 at the end, or -1 for a malformed word. */
+int64_t mp__log_next(const unsigned char *log, uint64_t len, uint64_t pos, unsigned *kind, uint64_t v[3]);
+/* A non-empty log begins with a GEN word; GEN values rise within (checkpoint, generation],
+ * the last being the generation. */
+int mp__log_generations(const unsigned char *log, uint64_t len, uint64_t checkpoint, uint64_t gen);
+
+/* directory.c */
+int mp__slot_room(mp_core *c, uint64_t count);
+int mp__release_slot(mp_core *c, uint64_t slot);
+uint32_t mp__zero_crc(uint32_t page_size);
+
+/* pending.c */
+int mp__pin(mp_core *c, uint64_t gen);
+void mp__unpin(mp_core *c, uint64_t gen);
+int mp__hold(mp_core *c, uint64_t page, uint64_t gen);
+uint64_t mp__horizon(mp_core *c);
+int mp__release_pending(mp_core *c);
+void mp__table_free(mp_table *t);
+
+/* tree.c: reading blocks named by pointers */
+enum { MP_TREE_BITMAP = 0, MP_TREE_DIR = 1 };
+/* Validate the block `p` names at (level, index) of a tree of `tree`'s kind, in a mapping of
+ * `len` bytes; returns the block or NULL (with a message in msg). */
+const unsigned char *mp__block(const unsigned char *map, uint64_t len, const mp_geometry *g, int tree,
+                               mp_ptr p, unsigned level, uint64_t index, uint64_t n, uint64_t checkpoint,
+                               char *msg, size_t msg_len);
+int mp__tree_error(int tree);
+
+/* checkpoint.c, commit.c */
+int mp__checkpoint(mp_core *c);
 int mp__commit(mp_core *c);
 int mp__step(mp_core *c, int step);
 int mp__sync_range(mp_core *c, uint64_t lo, uint64_t hi);
-/* Note that bytes [off, off + len) of the mapping (within one page) must be durable at the
- * first barrier, and which page they are on. */
-void mp__written(mp_core *c, uint64_t off, uint64_t len);
-/* Forget what the next commit was to do besides the bitmap and the log (after a commit, or
- * a rollback). */
-void mp__clear_commit(mp_core *c);
+int mp__autocommit(mp_core *c);
 
-/* held.c: pages freed since the last commit that the committed state still uses */
-int mp__held(const mp_core *c, uint64_t page);
-uint64_t mp__held_word(const mp_core *c, uint64_t w); /* 64 pages' held bits */
-int mp__hold_room(mp_core *c, uint64_t more);         /* room to hold `more` pages */
-int mp__committed_uses(const mp_core *c, uint64_t page);
-void mp__hold(mp_core *c, uint64_t page);             /* after mp__hold_room */
-void mp__unhold_last(mp_core *c);
-/* Forget the held pages; at a commit (to_bitmap) their bits are cleared first. */
-void mp__release_held(mp_core *c, int to_bitmap);
+/* What page 0 says (format.Header in Python): page size, records, file id, reserved pages. */
+typedef struct {
+    uint64_t size;
+    uint32_t page_size, version;
+    uint64_t records[2];
+    unsigned char file_id[16];
+    uint64_t reserved[5];
+    unsigned nreserved;
+} header;
+/* Read page 0: 0, MP_E_VERSION1, an MP_E_* error (message in msg), or -1000 - errno. */
+int mp__header(int fd, uint32_t wanted, header *h, char *msg, size_t msg_len);
+
+/* record.c */
+/* Whether a record slot is well formed: 1; 0 when not (why not, in why); -1 when its
+ * checksums match but its fields are impossible, which no crash or random damage leaves. */
+int mp__record_valid(const unsigned char *x, const mp_geometry *g, uint64_t file_size, const char **why);
+/* Pick the record in force: records[i] are the two slots' bytes, `read` gives page bytes.
+ * MP_E_TRUNCATED: the newest record's page count does not fit the file. */
+#define MP_E_TRUNCATED (-100)
+typedef int (*mp_read_fn)(void *ctx, unsigned char *buf, uint64_t len, uint64_t off);
+int mp__in_force(const unsigned char *records[2], const mp_geometry *g, uint64_t file_size, mp_read_fn read,
+                 void *ctx, int order[2], int *good, int *passed);
+
+/* The file's length, without asking for its times: on file systems with fine-grained
+   timestamps (Linux 6.13 and later), a stat by a reader makes the writer's next change of the
+   file stamp a new modification time, which costs its next sync one more write. */
+static inline int mp__file_size(int fd, uint64_t *size) {
+    off_t end = lseek(fd, 0, SEEK_END);
+    if (end < 0) return -1;
+    *size = (uint64_t)end;
+    return 0;
+}
 
 #endif

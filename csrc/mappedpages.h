@@ -4,9 +4,11 @@
  * the CDEF markers), so that part stays in the C subset cffi parses: no macros, no includes.
  *
  * Conventions: a function returning int or int64_t returns a negative MP_E_* code on failure,
- * with a message from mp_message() and, for MP_E_OS, the errno from mp_errno(). Every page
- * index is checked against the page count. A core is not reentrant, but it serialises its
- * callers with a mutex, so misuse from two threads cannot corrupt it. */
+ * with a message from mp_message() (mp_snap_message()) and, for MP_E_OS, the errno from
+ * mp_errno(). Every page and slot index is checked against the state's counts. A core or
+ * snapshot is not reentrant, but it serialises its callers with a mutex, so misuse from two
+ * threads cannot corrupt it. A mutating call that fails outside a batch leaves nothing of
+ * itself behind. */
 #ifndef MAPPEDPAGES_H
 #define MAPPEDPAGES_H
 
@@ -15,37 +17,48 @@
 
 /* CDEF BEGIN */
 typedef struct mp_core mp_core;
+typedef struct mp_snap mp_snap;
 
 enum {
     MP_OK = 0,
     MP_E_OS = -1,            /* an operating-system call failed: see mp_errno() */
-    MP_E_OUT_OF_BOUNDS = -2, /* page index at or beyond the page count */
-    MP_E_RESERVED = -3,      /* page 0-2 or a bitmap group copy */
-    MP_E_DOUBLE_FREE = -4,   /* page already free (or twice in one bulk call) */
+    MP_E_OUT_OF_BOUNDS = -2, /* page index at or beyond the page count, or a free slot */
+    MP_E_RESERVED = -3,      /* an internal page given as a data page */
+    MP_E_DOUBLE_FREE = -4,   /* page or slot already free (or twice in one bulk call) */
     MP_E_CORRUPT_SUPERBLOCK = -5,
     MP_E_CORRUPT_METADATA = -6,
     MP_E_PAGE_SIZE = -7,     /* page size invalid or different from the file's */
     MP_E_UNAVAILABLE = -8,   /* closed, or poisoned by a failed commit */
     MP_E_NO_MEMORY = -9,
     MP_E_READ_ONLY = -10,
-    MP_E_VALUE = -11         /* an argument out of range */
+    MP_E_VALUE = -11,        /* an argument out of range */
+    MP_E_CORRUPT_DIRECTORY = -12,
+    MP_E_VERSION1 = -13,     /* a format-1 file never upgraded */
+    MP_E_RECOVERED = 1       /* mp_open: opened the commit before the newest, whose state is damaged */
 };
 
 enum { MP_WRITABLE = 1, MP_SYNC = 2, MP_PREALLOCATE = 4 };
 
 /* The steps of a commit, for callers that observe each sync barrier (mp_set_manual). */
 enum {
-    MP_STEP_WRITE = 0, /* write the dirty bitmap groups and, if needed, the inactive metadata;
-                          returns 2 for a one-barrier commit (its record lists its pages) */
-    MP_STEP_SYNC1 = 1, /* make them (and the staged pages) durable; nothing for one barrier */
-    MP_STEP_FLIP = 2,  /* write the other commit record: the new state */
+    MP_STEP_WRITE = 0, /* log or checkpoint; returns 2 for a one-barrier commit */
+    MP_STEP_SYNC1 = 1, /* make the staged pages and blocks durable; nothing for one barrier */
+    MP_STEP_FLIP = 2,  /* write the other record slot: the new state */
     MP_STEP_SYNC2 = 3, /* make the record durable */
     MP_STEP_DONE = 4   /* adopt the new state in memory */
 };
 
+/* -- the writer -- */
 mp_core *mp_new(void);
 void mp_free(mp_core *core);
 int mp_open(mp_core *core, int fd, uint32_t page_size, int flags);
+/* Upgrade a format-1 file: `used` is its bitmap, `keep` the pages format 2 keeps (pages 0-2,
+ * data pages, each protected page's committed copy), `slots`/`pages` the protected pages,
+ * `sector` the format-1 record sector for the upgrade pointer. */
+int mp_upgrade(mp_core *core, int fd, int flags, uint32_t page_size, uint64_t page_count, uint64_t generation,
+               uint64_t sector, const unsigned char *used, const unsigned char *keep, uint64_t bits_len,
+               const uint64_t *slots, const uint64_t *pages, uint64_t nslots, uint64_t slot_count,
+               const unsigned char *file_id);
 int mp_close(mp_core *core);
 
 const char *mp_message(const mp_core *core);
@@ -54,36 +67,35 @@ int mp_errno(const mp_core *core);
 uint32_t mp_page_size(const mp_core *core);
 uint64_t mp_page_count(const mp_core *core);
 uint64_t mp_free_count(const mp_core *core);
+uint64_t mp_data_count(const mp_core *core);
+uint64_t mp_slot_count(const mp_core *core);
+uint64_t mp_slots_used(const mp_core *core);
 uint64_t mp_generation(const mp_core *core);
-int mp_active(const mp_core *core);
+uint64_t mp_checkpoint(const mp_core *core);
+uint64_t mp_log_bytes(const mp_core *core);
+void mp_file_id(const mp_core *core, unsigned char *out);
 
 int64_t mp_alloc(mp_core *core);
 int mp_alloc_bulk(mp_core *core, uint64_t *out, uint64_t n);
 int mp_free_page(mp_core *core, uint64_t page);
 int mp_free_bulk(mp_core *core, const uint64_t *pages, uint64_t n);
+int mp_kind(mp_core *core, uint64_t page); /* 0 free, 1 data, 2 internal, 3 pending */
+int64_t mp_scan(mp_core *core, uint64_t start, uint64_t *out, uint64_t limit);
+
+int mp_palloc(mp_core *core, uint64_t *out, uint64_t n);
+int mp_pfree(mp_core *core, const uint64_t *slots, uint64_t n);
+int mp_pwrite(mp_core *core, uint64_t slot, const unsigned char *data, uint64_t len);
+int64_t mp_ppage(mp_core *core, uint64_t slot);
+int mp_pused(mp_core *core, uint64_t slot);
+int64_t mp_pscan(mp_core *core, uint64_t start, uint64_t *out, uint64_t limit);
+
 int mp_begin(mp_core *core);
-/* Pages the caller wrote into the mapping for the next commit (the protected-page directory
- * and staged copies): made durable at its first barrier; the commit happens even if no
- * allocation bit changed. */
-int mp_stage(mp_core *core, const uint64_t *pages, uint64_t n);
-/* The pages of the two copies of the protected-page directory index (0 = none), written into
- * the metadata by the next commit. */
-int mp_set_directory(mp_core *core, uint64_t dir_a, uint64_t dir_b);
-uint64_t mp_directory(const mp_core *core, int copy);
-/* The log the next commit record carries (at most 396 bytes, a multiple of 4, and none for 1 KiB
- * pages; the core keeps it unchanged across commits until it is set again), and reading it
- * back: returns its length and copies it into out (which has room for 396 bytes). */
-int mp_set_log(mp_core *core, const unsigned char *log, uint32_t len);
-int mp_log(mp_core *core, unsigned char *out);
-/* The next commit uses two barriers even if it could use one (the layer above wrote a page
- * that does not become current: the header it zeroes in a new block's second copy). */
-int mp_two_barriers(mp_core *core);
 int mp_commit(mp_core *core);
 int mp_rollback(mp_core *core);
-
-int mp_is_allocated(mp_core *core, uint64_t page);
-int64_t mp_scan(mp_core *core, uint64_t start, uint64_t *out, uint64_t limit);
-int mp_bitmap_bytes(mp_core *core, unsigned char *out, uint64_t len);
+int mp_checkpoint_now(mp_core *core);
+/* Pending pages no snapshot can read any longer become free to reuse (as at the start of
+ * every mutating call). */
+int mp_reclaim(mp_core *core);
 
 /* Hand the current mapping to the caller, who unmaps it with mp_unmap once nothing uses it
  * (the core keeps using it until it remaps or closes, so the caller keeps it until then).
@@ -94,6 +106,9 @@ void mp_unmap(char *addr, uint64_t len);
 
 int mp_flush_all(mp_core *core);
 int mp_flush_pages(mp_core *core, const uint64_t *pages, uint64_t n);
+/* The reader table (its descriptor, which the caller keeps open): the writer keeps whole the
+ * snapshots registered there. */
+int mp_attach_table(mp_core *core, int fd);
 
 /* Manual commits: mutating calls leave their commit pending, and the caller runs the steps. */
 int mp_set_manual(mp_core *core, int on);
@@ -101,6 +116,38 @@ int mp_pending(mp_core *core);
 int mp_commit_step(mp_core *core, int step);
 void mp_poison(mp_core *core);
 
+/* -- snapshots -- */
+mp_snap *mp_snap_new(void);
+void mp_snap_free(mp_snap *snap);
+/* The newest commit of the file behind fd (opened read-only; the caller keeps fd). */
+int mp_snap_open(mp_snap *snap, int fd, uint32_t page_size);
+/* The last commit of a writer, pinned in it until mp_snap_close; `map` is the writer's
+ * exported mapping, which the caller keeps alive meanwhile. */
+int mp_snap_of(mp_snap *snap, mp_core *writer, const char *map, uint64_t map_len);
+/* The generation of the record in force in the file behind fd. */
+int64_t mp_snap_newest(mp_snap *snap, int fd, uint32_t page_size);
+int mp_snap_newer(mp_snap *snap);
+int mp_snap_refresh(mp_snap *snap);
+int mp_snap_close(mp_snap *snap);
+const char *mp_snap_message(const mp_snap *snap);
+int mp_snap_errno(const mp_snap *snap);
+uint32_t mp_snap_page_size(const mp_snap *snap);
+uint64_t mp_snap_generation(const mp_snap *snap);
+uint64_t mp_snap_page_count(const mp_snap *snap);
+uint64_t mp_snap_free_count(const mp_snap *snap);
+uint64_t mp_snap_data_count(const mp_snap *snap);
+uint64_t mp_snap_slot_count(const mp_snap *snap);
+uint64_t mp_snap_slots_used(const mp_snap *snap);
+int mp_snap_record_slot(const mp_snap *snap);
+int mp_snap_kind(mp_snap *snap, uint64_t page);
+int64_t mp_snap_scan(mp_snap *snap, uint64_t start, uint64_t *out, uint64_t limit);
+int mp_snap_pused(mp_snap *snap, uint64_t slot);
+int64_t mp_snap_ppage(mp_snap *snap, uint64_t slot);
+int64_t mp_snap_pscan(mp_snap *snap, uint64_t start, uint64_t *out, uint64_t limit);
+int64_t mp_snap_map_export(mp_snap *snap, char **addr, uint64_t *len);
+uint64_t mp_snap_map_epoch(const mp_snap *snap);
+
+void mp_fence(void);
 uint32_t mp_crc32c(uint32_t crc, const unsigned char *data, size_t len);
 int mp_crc32c_select(int which);
 /* CDEF END */

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,38 +107,53 @@ def test_crc_known_value() -> None:
     assert lib.mp_crc32c_select(-2) in (0, 1)
 
 
-def test_format_constants_match_the_python_module() -> None:
-    text = FORMAT_H.read_text()
+# MP_<LAYOUT>_<FIELD> in format.h is the offset of <field> in format.py's struct of that layout
+LAYOUTS = {
+    "REC": (fmt.RECORD, fmt.Record),
+    "BLK": (fmt.BLOCK_HEADER, fmt.BlockHeader),
+    "ID": (fmt.IDENTITY, fmt.Identity),
+    "TBL": (fmt.TABLE_HEADER, fmt.TableHeader),
+    "TSLOT": (fmt.TABLE_SLOT, fmt.TableSlot),
+    "UP": (fmt.UPGRADE, fmt.Upgrade),
+}
 
-    def define(name: str) -> str:
-        match = re.search(rf"#define MP_{name} (.+)", text)
-        assert match, name
-        return match.group(1).strip()
 
-    def number(name: str) -> int:
-        return int(eval(define(name).replace("u", "").replace("ll", "")))
+def _offsets(layout: Any, fields: Any) -> dict[str, int]:
+    """Each named field's offset in a little-endian struct format (pad bytes named by none)."""
+    out, offset, names = {}, 0, iter(fields._fields)
+    for count, code in re.findall(r"(\d*)([a-zA-Z?])", layout.format.lstrip("<")):
+        n = int(count or 1)
+        size = struct.calcsize("<" + code)
+        if code == "x":
+            offset += n
+            continue
+        if code == "s":
+            out[next(names)] = offset
+            offset += n
+            continue
+        for _ in range(n):
+            out[next(names)] = offset
+            offset += size
+    return out
 
-    assert number("FORMAT_VERSION") == fmt.FORMAT_VERSION
-    assert number("MIN_PAGE_SIZE") == fmt.MIN_PAGE_SIZE
-    assert number("MAX_PAGE_SIZE") == fmt.MAX_PAGE_SIZE
-    assert number("MAX_BLOCK") == fmt.MAX_BLOCK
-    assert number("RESERVED_PAGES") == fmt.RESERVED_PAGES
-    assert number("GROW_MIN_STEP") == fmt.GROW_MIN_STEP
-    assert number("GROW_CAP_BYTES") == fmt.GROW_CAP_BYTES
-    assert number("IDENTITY_CRC_OFFSET") == fmt.IDENTITY_CRC_OFFSET
-    for name in ("OFFSET", "SIZE", "LOG_OFFSET", "LOG_MAX", "CRC_OFFSET"):
-        assert number(f"RECORD_{name}") == getattr(fmt, f"RECORD_{name}")
-    assert number("BLOCK_HEADER_SIZE") == fmt.BLOCK_HEADER_SIZE
-    assert number("META_FIELDS_OFFSET") == fmt.META_FIELDS_OFFSET
-    assert number("META_BITMAP_OFFSET") == fmt.META_BITMAP_OFFSET
-    assert number("GROUP_BITMAP_OFFSET") == fmt.GROUP_BITMAP_OFFSET
-    for name, value in [
-        ("MAGIC", fmt.MAGIC),
-        ("RECORD_MAGIC", fmt.RECORD_MAGIC),
-        ("META_MAGIC", fmt.META_MAGIC),
-        ("GROUP_MAGIC", fmt.GROUP_MAGIC),
-    ]:
-        assert define(name) == f'"{value.decode()}"'
+
+def test_every_format_constant_matches_the_python_module() -> None:
+    """Every #define MP_* of csrc/format.h: MP_X is format.X, MP_<LAYOUT>_<FIELD> the offset
+    of that field in format.py's layout. None is skipped: a new constant must have its twin."""
+    defines = re.findall(r"^#define (MP_\w+) (.+)$", FORMAT_H.read_text(), re.M)
+    assert len(defines) > 80
+    offsets = {prefix: _offsets(*layout) for prefix, layout in LAYOUTS.items()}
+    for name, value in defines:
+        value = value.split("/*")[0].strip()
+        bare = name.removeprefix("MP_")
+        prefix, _, field = bare.partition("_")
+        if prefix in offsets and field.lower() in offsets[prefix]:
+            assert int(value) == offsets[prefix][field.lower()], name
+        elif value.startswith('"'):
+            assert value == f'"{getattr(fmt, bare).decode()}"', name
+        else:
+            number = eval(re.sub(r"(?<=\d)(ull|u)\b", "", value))  # C literals
+            assert number == getattr(fmt, bare), name
 
 
 def test_crc_accepts_what_the_pure_core_accepts() -> None:

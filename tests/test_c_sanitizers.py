@@ -1,8 +1,10 @@
 """The C core compiles warning-free and runs clean under AddressSanitizer and UBSan.
 
-tests/c/core_driver.c calls every function of csrc/mappedpages.h, including with bad indices,
-and then opens thousands of mutated files; built with the sanitizers, any out-of-bounds access,
-use after free, leak-free misuse or undefined behaviour aborts it.
+tests/c/core_driver.c calls every function of csrc/mappedpages.h, with every kind of bad
+argument, checks that snapshots keep their pages while the writer reuses others, upgrades a
+format-1 state, and then opens thousands of mutated files as a writer and as snapshots; built
+with the sanitizers, any out-of-bounds access, use after free, leak or undefined behaviour
+aborts it.
 """
 
 from __future__ import annotations
@@ -55,13 +57,26 @@ def test_python_module_compiles_without_warnings(tmp_path: Path) -> None:
         )
 
 
-def _logged_file(path: Path) -> None:
-    """4 KiB pages, two protected writes in the commit record's log."""
-    with mp.Pager.create(path, 4096, sync=False) as p:
-        ids = p.alloc_protected_bulk(4)
-        for ppid in ids[1:3]:
-            with ppid.get_mut(p) as w:
-                w.page_mut()[:2] = b"ok"
+def make_bases(fresh: Path, busy: Path, logged: Path) -> None:
+    """The driver's files, written by the pure core so that the driver tests C alone (also run
+    by tests/c/fuzz.sh)."""
+    with _backend.using("python"):
+        mp.Pager.create(fresh, 1024).close()
+        with mp.Pager.create(busy, 1024, sync=False) as p:
+            ids = p.alloc_bulk(7000)  # three bitmap leaves of 2624 pages
+            prot = p.alloc_protected_bulk(70)  # two directory leaves
+            with p.snapshot():  # what is freed meanwhile is still pending at the checkpoint
+                p.free_bulk(ids[::3])
+                p.free_protected_bulk(prot[20:23])
+                p._core.checkpoint_now()
+            for ppid in prot[5:8]:
+                with ppid.get_mut(p) as w:
+                    w.page_mut()[:4] = b"busy"
+            p.free_bulk(ids[1:30:3])  # the newest record's log: protected writes and frees
+        with mp.Pager.create(logged, 4096, sync=False) as p:
+            for ppid in p.alloc_protected_bulk(4)[1:3]:
+                with ppid.get_mut(p) as w:
+                    w.page_mut()[:2] = b"ok"
 
 
 def test_core_under_address_and_undefined_sanitizers(tmp_path: Path) -> None:
@@ -84,20 +99,15 @@ def test_core_under_address_and_undefined_sanitizers(tmp_path: Path) -> None:
     # tmpfs keeps thousands of file writes cheap where the machine has it
     scratch_dir = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     try:
-        fresh, base = scratch_dir / "fresh.mp", scratch_dir / "base.mp"
+        fresh, busy = scratch_dir / "fresh.mp", scratch_dir / "busy.mp"
         logged = scratch_dir / "logged.mp"
-        with _backend.using("python"):  # files from the other core: the driver tests C alone
-            mp.Pager.create(fresh, 1024).close()
-            _logged_file(logged)
-            with mp.Pager.create(base, 1024, sync=False) as p:
-                ids = p.alloc_bulk(7400)  # past bitmap group 1, which begins at page 7168
-                p.free_bulk(ids[::3])
+        make_bases(fresh, busy, logged)
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=1")
         out = subprocess.run(
             [
                 str(driver),
                 str(fresh),
-                str(base),
+                str(busy),
                 str(scratch_dir / "scratch.mp"),
                 str(MUTATIONS),
                 str(logged),
@@ -111,8 +121,9 @@ def test_core_under_address_and_undefined_sanitizers(tmp_path: Path) -> None:
         shutil.rmtree(scratch_dir)
     assert out.returncode == 0, out.stderr[-4000:]
     runs = [line for line in out.stdout.splitlines() if line.startswith("hostile files: ")]
-    assert [line.split()[2] for line in runs] == [f"{MUTATIONS // 5},", f"{MUTATIONS},"]
-    count("hostile files (C core under ASan+UBSan)", MUTATIONS + MUTATIONS // 5)
-    for line, total in zip(runs, (MUTATIONS // 5, MUTATIONS), strict=True):
+    totals = [MUTATIONS // 5, MUTATIONS // 5, MUTATIONS]  # the logged, fresh and busy files
+    assert [line.split()[2] for line in runs] == [f"{n}," for n in totals]
+    count("hostile files (C core under ASan+UBSan)", sum(totals))
+    for line, total in zip(runs, totals, strict=True):
         opened = int(line.rsplit(":", 1)[1])
         assert 0 < opened < total  # both outcomes were exercised

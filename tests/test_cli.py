@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -33,21 +32,44 @@ def test_info_and_check(core: str, path: str, capsys: pytest.CaptureFixture[str]
     info = json.loads(capsys.readouterr().out)
     assert info["page_size"] == 2048
     assert info["allocated_data_pages"] == 10
-    assert info["active_metadata"] in ("A", "B")
+    assert info["commit_record"] in (0, 1) and info["format_version"] == 2
     assert main(["check", path]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+def _bitmap_root(path: str) -> int:
+    """The page of the bitmap tree's root that the record in force names."""
+    return _record_field(path, "bitmap_root")
+
+
+def _record_field(path: str, field: str) -> int:
+    from mappedpages import format as fmt
+
+    report = check_file(path, mp.crc32c)
+    ps = report.page_size
+    with open(path, "rb") as f:
+        f.seek((1 + report.record) * ps)
+        rec = fmt.Record(*fmt.RECORD.unpack_from(f.read(128), 0))
+    return int(getattr(rec, field))
+
+
+def _flip(path: str, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
 
 
 def test_check_reports_damage(core: str, path: str) -> None:
     with mp.Pager.create(path, 1024) as p:
         p.alloc_bulk(10)
-    with open(path, "r+b") as f:  # damage both metadata copies
-        for page in (1, 2):
-            f.seek(page * 1024 + 200)
-            f.write(b"\x99")
+    _flip(path, _bitmap_root(path) * 1024 + 200)  # both records name this leaf
     out = _cli("check", path)
     assert out.returncode == 1
-    assert "metadata" in out.stdout and "Traceback" not in out.stdout + out.stderr
+    assert "bitmap leaf" in out.stdout and "Traceback" not in out.stdout + out.stderr
+    out = _cli("info", "--json", path)
+    assert out.returncode == 1 and json.loads(out.stdout)["ok"] is False
 
 
 def test_missing_and_foreign_files(tmp_path: object) -> None:
@@ -72,13 +94,6 @@ def test_no_command_is_a_usage_error() -> None:
 
 
 # -- dump -----------------------------------------------------------------------------------
-
-
-def _active(path: str) -> int:
-    """Which metadata copy the (only) commit record of a 1 KiB-page file names: 0 or 1."""
-    with open(path, "rb") as f:
-        f.seek(516)
-        return int(struct.unpack("<I", f.read(4))[0])
 
 
 def test_dump_superblock(core: str, path: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -175,11 +190,7 @@ def test_check_verbose_lists_problems(
     with mp.Pager.create(path, 1024) as p:
         p.alloc_bulk(5)
         p.alloc_bulk(3)
-    with open(path, "r+b") as f:  # flip a byte of the active metadata copy
-        f.seek((1 + _active(path)) * 1024 + 200)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    _flip(path, _bitmap_root(path) * 1024 + 200)  # a byte of the bitmap's root leaf
     report = check_file(path, mp.crc32c)
     assert not report.ok
     assert main(["check", path]) == 1
@@ -192,7 +203,7 @@ def test_check_verbose_lists_problems(
     assert f"{n} problem" in lines[0]
     listed = [line for line in lines[1:] if line.startswith("  problem: ")]
     assert [line.removeprefix("  problem: ") for line in listed] == report.problems
-    assert any("commit record" in line for line in listed)
+    assert any("bitmap leaf" in line for line in listed)
     notes = [line for line in lines[1:] if line.startswith("  note: ")]
     assert len(listed) + len(notes) == len(lines) - 1
 
@@ -202,8 +213,9 @@ def test_check_verbose_shows_notes(
 ) -> None:
     with mp.Pager.create(path, 1024) as p:
         p.alloc_bulk(2)
-    with open(path, "r+b") as f:  # a torn record (the only one): a note and not a problem
-        f.seek(512)
+    older = 1 - _record_field(path, "generation") % 2  # the slot of the commit before
+    with open(path, "r+b") as f:  # a torn record (not the one in force): a note, no problem
+        f.seek((1 + older) * 1024 + 8)
         f.write(b"\x00" * 4)
     assert main(["check", "-v", path]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -226,9 +238,11 @@ def test_check_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     progress(3000, 3000)
     progress.clear()
     text = tty.getvalue()
-    assert "\rchecking: 0/3000 groups" in text and "checking: 3000/3000 groups" in text
+    assert (
+        "\rchecking: 0/3000 bitmap leaves" in text and "checking: 3000/3000 bitmap leaves" in text
+    )
     assert text.endswith("\r") and "\n" not in text
-    small = _FakeTTY()  # few groups: nothing shown
+    small = _FakeTTY()  # few leaves: nothing shown
     progress = _Progress(small)
     progress(0, 1024)
     progress(1024, 1024)
@@ -253,7 +267,7 @@ def test_check_quiet_stderr_when_not_a_tty(
 # -- help and info --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [[], ["info"], ["check"], ["dump"], ["bench"]])
+@pytest.mark.parametrize("command", [[], ["info"], ["check"], ["dump"], ["readers"], ["bench"]])
 def test_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([*command, "--help"])
@@ -281,5 +295,5 @@ def test_info_protected_pages(core: str, path: str, capsys: pytest.CaptureFixtur
     assert line.split()[-1] == "3"
     assert main(["info", "--json", path]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["protected_pages"] == 3 and info["directory_pages"] > 0 and info["ok"] is True
+    assert info["protected_pages"] == 3 and info["internal_pages"] > 3 and info["ok"] is True
     assert info["allocated_data_pages"] == 2

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 import mappedpages as mp
+from mappedpages.checker import check_file
 from mappedpages.concurrent_pager import ConcurrentPager
 from mappedpages.rwlock import RWLock
 
@@ -229,4 +230,7 @@ def test_many_threads_readers_and_writers(pager: mp.Pager) -> None:
     p = cp.into_inner()
     assert [int(x) for x in p.iter_allocated_pages()] == sorted(model)
     assert list(p.iter_allocated_protected_pages()) == sorted(protected)
-    assert p.free_page_count == p.page_count - 3 - len(model) - len(p._internal)
+    internal = p.page_count - p.free_page_count - len(model)  # reserved, tree blocks, contents
+    assert internal >= 3 + len(protected)
+    p.close()
+    assert check_file(p.path, mp.crc32c).internal_pages == internal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -13,43 +14,70 @@ from helpers import check_ok
 from mappedpages import _backend
 
 
-def _workload(path: str, seed: int) -> list[mp.PageId]:
-    """A deterministic mix of every mutating call, crossing bitmap groups."""
+def _workload(path: str, seed: int, page_size: int = 1024) -> list[mp.PageId]:
+    """A deterministic mix of every mutating call: regular and protected, single and bulk,
+    batches committed and rolled back, reopened now and then; across bitmap leaves, with
+    checkpoints and growth."""
     rng = random.Random(seed)
-    with mp.Pager.create(path, 1024, sync=False) as p:
-        live: list[mp.PageId] = []
-        live += p.alloc_bulk(9000)
-        for step in range(400):
-            op = rng.random()
-            if op < 0.4 or not live:
-                live.append(p.alloc())
-            elif op < 0.7:
-                p.free(live.pop(rng.randrange(len(live))))
-            elif op < 0.8:
-                live += p.alloc_bulk(rng.randint(1, 50))
-            elif op < 0.9:
-                victims = rng.sample(live, min(len(live), rng.randint(1, 30)))
-                p.free_bulk(victims)
-                live = [x for x in live if x not in set(victims)]
-            else:
-                with p.batch():
-                    live.append(p.alloc())
-                    p.free(live.pop(0))
-            if step % 50 == 0:
-                p.get_page_mut(live[-1])[:8] = step.to_bytes(8, "little")
+    p = mp.Pager.create(path, page_size, sync=False)
+    live: list[mp.PageId] = p.alloc_bulk(3000 if page_size == 1024 else 300)
+    prot: list[mp.ProtectedPageId] = []
+    for step in range(400):
+        op = rng.random()
+        if op < 0.25 or not live:
+            live.append(p.alloc())
+        elif op < 0.4:
+            p.free(live.pop(rng.randrange(len(live))))
+        elif op < 0.45:
+            live += p.alloc_bulk(rng.randint(1, 50))
+        elif op < 0.5:
+            victims = rng.sample(live, min(len(live), rng.randint(1, 30)))
+            p.free_bulk(victims)
+            live = [x for x in live if x not in set(victims)]
+        elif op < 0.6:
+            prot += p.alloc_protected_bulk(rng.randint(1, 3))
+        elif op < 0.75 and prot:
+            with rng.choice(prot).get_mut(p) as w:
+                w.page_mut()[rng.randrange(page_size - 8) :][:8] = rng.randbytes(8)
+        elif op < 0.8 and prot:
+            p.free_protected(prot.pop(rng.randrange(len(prot))))
+        else:
+            keep = rng.random() < 0.7
+            with contextlib.suppress(KeyError), p.batch():
+                new = p.alloc()
+                old = live.pop(0)
+                p.free(old)
+                if prot:
+                    with prot[0].get_mut(p) as w:
+                        w.page_mut()[:4] = step.to_bytes(4, "little")
+                if not keep:
+                    live.insert(0, old)
+                    raise KeyError("rolled back")
+                live.append(new)
+        if step % 50 == 0:
+            p.get_page_mut(live[-1])[:8] = step.to_bytes(8, "little")
+        if step % 97 == 96:
+            p.close()
+            p = mp.Pager.open(path, sync=False)
+    p.close()
     return sorted(live)
 
 
-def test_identical_bytes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("page_size", [1024, 2048, 4096, 65536])
+def test_identical_bytes(tmp_path: Path, page_size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mappedpages import _files
+
+    monkeypatch.setattr(_files, "new_file_id", lambda: b"F" * 16)  # the one random field
     images = {}
     for name in ("c", "python"):
         path = os.fspath(tmp_path / f"{name}.mp")
         with _backend.using(name):
-            live = _workload(path, seed=7)
+            live = _workload(path, 7, page_size)
         with open(path, "rb") as f:
             images[name] = (f.read(), live)
     assert images["c"][1] == images["python"][1]
     assert images["c"][0] == images["python"][0]
+    check_ok(os.fspath(tmp_path / "c.mp"))
 
 
 @pytest.mark.parametrize(("writer", "reader"), [("c", "python"), ("python", "c")])

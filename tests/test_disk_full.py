@@ -36,7 +36,7 @@ CHILD = """
                 out["bulk_failed"] = True
         p.free(ids[0])  # the pager still works after the failed growth
         again = p.alloc()
-        out["reused"] = int(again)
+        out["freed"], out["reused"] = int(ids[0]), int(again)
         out["final"] = [int(x) for x in p.iter_allocated_pages()]
     print(json.dumps(out))
 """
@@ -55,7 +55,7 @@ def test_growth_past_the_limit_is_a_clean_error(core: str, path: str, prealloc: 
     result = json.loads(out.stdout)
     assert result["errno"] in (27, 28)  # EFBIG (the limit) or ENOSPC (a full disk)
     assert result["bulk_failed"]
-    assert result["reused"] == result["committed"][0]
+    assert result["reused"] == result["freed"]
     assert len(result["committed"]) > 100
     check_ok(path)
     with mp.Pager.open(path) as p:

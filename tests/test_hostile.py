@@ -9,6 +9,7 @@ of examples per core (default 3000).
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
 from collections.abc import Iterator
@@ -29,57 +30,103 @@ _counter = {"inputs": 0}
 
 
 def _make_bases() -> dict[str, bytes]:
-    """Small real files: fresh, busy with protected pages, one that has bitmap group 1, and one
-    of 4 KiB pages whose commit records log protected writes."""
+    """Small real files: fresh; busy with protected pages and a non-empty log; one across
+    several bitmap leaves, just after a checkpoint; one of 4 KiB pages with freed pages still
+    pending; and a format-1 file."""
     bases = {}
     with tempfile.TemporaryDirectory() as tmp, _backend.using("python"):
-        for name in ("fresh", "busy", "group1", "logged"):
+        for name in ("fresh", "busy", "leaves", "pending4k"):
             path = os.path.join(tmp, name)
-            with mp.Pager.create(path, 4096 if name == "logged" else PS, sync=False) as p:
-                if name == "logged":
-                    prot = p.alloc_protected_bulk(5)
-                    for i in (1, 3, 1):
-                        with prot[i].get_mut(p) as w:
-                            w.page_mut()[:4] = b"log%d" % i
-                    p.alloc_bulk(3)
-                elif name == "busy":
+            with mp.Pager.create(path, 4096 if name == "pending4k" else PS, sync=False) as p:
+                if name == "busy":
                     ids = p.alloc_bulk(40)
                     p.free_bulk(ids[::2])
-                    prot = p.alloc_protected_bulk(65)  # two directory blocks
+                    prot = p.alloc_protected_bulk(65)  # two directory leaves
+                    p._core.checkpoint_now()
                     with prot[3].get_mut(p) as w:
                         w.page_mut()[:4] = b"data"
-                elif name == "group1":
-                    p.alloc_bulk(7200)
+                    p.free_protected(prot[7])
+                elif name == "leaves":
+                    p.alloc_bulk(6000)
                     p.alloc_protected()
+                    p._core.checkpoint_now()
+                elif name == "pending4k":
+                    prot = p.alloc_protected_bulk(5)
+                    with p.snapshot():  # its commit's pages stay pending while it lives
+                        for i in (1, 3, 1):
+                            with prot[i].get_mut(p) as w:
+                                w.page_mut()[:4] = b"log%d" % i
+                        p.free_bulk(p.alloc_bulk(3))
+                        p._core.checkpoint_now()
             with open(path, "rb") as f:
                 bases[name] = f.read()
+    here = os.path.dirname(os.path.abspath(__file__))
+    with gzip.open(os.path.join(here, "data", "v1-4k.mp.gz"), "rb") as f:
+        bases["format1"] = f.read()
     return bases
 
 
 BASES = _make_bases()
-# offsets where the structures live: superblock, commit records, both metadata blocks and their
-# fields, group 1's copies (page 7168 for 1 KiB pages), and the first directory pages
-RECORDS = [fmt.RECORD_OFFSET + i * fmt.RECORD_SIZE for i in (0, 1)]
+
+
+def _hot(data: bytes) -> list[int]:
+    """Offsets where a base file's structures live: the identity, both records' fields and
+    listed pages and log, and the header and first entries of every tree block."""
+    ps = int.from_bytes(data[12:16], "little") or PS
+    out = [0, 8, 12, 16, 24, 32, 60]
+    for page in (1, 2):
+        out += [
+            page * ps + f
+            for f in (
+                0,
+                4,
+                8,
+                16,
+                24,
+                32,
+                40,
+                48,
+                56,
+                64,
+                72,
+                76,
+                77,
+                78,
+                79,
+                80,
+                88,
+                92,
+                96,
+                128,
+                140,
+                256,
+                264,
+                272,
+            )
+        ]
+    for page in range(3, len(data) // ps):
+        if data[page * ps : page * ps + 4] in MAGICS:
+            out += [page * ps + f for f in (0, 4, 8, 16, 24, 32, 40, 44, 48, 56)]
+    return out
+
+
 # fmt: off
-HOT = [
-    0, 8, 12, 60,
-    *(r + f for r in RECORDS for f in (0, 4, 8, 16, 20, 24, 32, 36, 508)),
-    PS, PS + 32, PS + 40, PS + 48, PS + 56, PS + 128, 4096 + 32, 8192 + 32,
-    2 * PS, 2 * PS + 32, 2 * PS + 48,
-    7168 * PS, 7168 * PS + 32, 7169 * PS,
-] + [p * PS + off for p in range(3, 12) for off in (0, 32, 64, 72)]
+MAGICS = {fmt.BITMAP_LEAF, fmt.BITMAP_NODE, fmt.DIR_LEAF, fmt.DIR_NODE}
+HOT = {name: _hot(data) for name, data in BASES.items()}
+BOUNDARY = [0, 1, 2, 3, 4, 7, 16, 62, 2623, 2624, 10816, 2**31, 2**32 - 1, 2**32, 2**48,
+            2**60, 2**63, 2**64 - 1]
 # fmt: on
-BOUNDARY = [0, 1, 2, 3, 7, 16, 7167, 7168, 7169, 2**31, 2**32 - 1, 2**32, 2**63, 2**64 - 1]
 
 
 @st.composite
 def hostile_file(draw: st.DrawFn) -> bytes:
-    data = bytearray(BASES[draw(st.sampled_from(sorted(BASES)))])
+    name = draw(st.sampled_from(sorted(BASES)))
+    data = bytearray(BASES[name])
     for _ in range(draw(st.integers(1, 4))):
         if not data:
             break
         kind = draw(st.sampled_from(["flip", "byte", "u64", "u32", "zero", "truncate", "junk"]))
-        at = draw(st.one_of(st.sampled_from(HOT), st.integers(0, len(data) - 1)))
+        at = draw(st.one_of(st.sampled_from(HOT[name]), st.integers(0, len(data) - 1)))
         at = min(at, len(data) - 1)
         if kind == "flip":
             data[at] ^= 1 << draw(st.integers(0, 7))
@@ -96,30 +143,57 @@ def hostile_file(draw: st.DrawFn) -> bytes:
             del data[draw(st.integers(0, len(data))) :]
         else:
             data[at : at + 64] = draw(st.binary(min_size=64, max_size=64))
-    if draw(st.booleans()) and len(data) >= 1024:
-        _reseal(data)  # make checksums match again, so the checks behind them are reached
+    if draw(st.booleans()) and len(data) >= 4096:
+        reseal(data)  # make checksums match again, so the checks behind them are reached
     return bytes(data)
 
 
-def _reseal(data: bytearray) -> None:
-    """Recompute the identity, commit record and metadata checksums after a mutation."""
+def reseal(data: bytearray) -> None:
+    """Make every checksum of a (mutated) format-2 file match its bytes again: the identity,
+    every block (leaves first, then nodes by level), every pointer to a block, and each
+    record's log and header."""
     crc = mp.crc32c
     data[60:64] = crc(bytes(data[0:60])).to_bytes(4, "little")
     ps = int.from_bytes(data[12:16], "little")
-    ps = ps if fmt.valid_page_size(ps) else PS
+    if not fmt.valid_page_size(ps):
+        return
     block = min(ps, fmt.MAX_BLOCK)
+    blocks = []
+    for page in range(3, len(data) // ps):
+        off = page * ps
+        if bytes(data[off : off + 4]) in MAGICS and len(data) >= off + block:
+            level = int.from_bytes(data[off + 24 : off + 32], "little") >> fmt.LEVEL_SHIFT
+            blocks.append((level if data[off + 3 : off + 4] == b"N" else 0, off))
+
+    def crc_of(page: int) -> int | None:
+        off = page * ps
+        if page >= 3 and off + block <= len(data) and bytes(data[off : off + 4]) in MAGICS:
+            return int.from_bytes(data[off + 4 : off + 8], "little")
+        return None
+
+    for _, off in sorted(blocks):
+        if data[off + 3 : off + 4] == b"N":  # a node: its pointers name its children's crcs
+            for i in range(fmt.Geometry(ps).fanout):
+                at = off + 32 + 16 * i
+                child = crc_of(int.from_bytes(data[at : at + 8], "little"))
+                if child is not None:
+                    data[at + 8 : at + 12] = child.to_bytes(4, "little")
+        data[off + 4 : off + 8] = crc(bytes(data[off + 8 : off + block])).to_bytes(4, "little")
     for page in (1, 2):
         off = page * ps
-        if len(data) >= off + block and data[off : off + 4] == fmt.META_MAGIC:
-            data[off + 4 : off + 8] = crc(bytes(data[off + 8 : off + block])).to_bytes(4, "little")
-    for off in RECORDS[: fmt.record_count(ps)]:
-        if len(data) < off + fmt.RECORD_SIZE:
+        if len(data) < off + block or data[off : off + 4] != fmt.RECORD_MAGIC:
             continue
-        active = int.from_bytes(data[off + 4 : off + 8], "little")
-        if active in (0, 1) and len(data) >= (2 + active) * ps:
-            data[off + 16 : off + 20] = data[(1 + active) * ps + 4 : (1 + active) * ps + 8]
-        end = off + fmt.RECORD_CRC_OFFSET
-        data[end : end + 4] = crc(bytes(data[off:end])).to_bytes(4, "little")
+        for root in (64, 80):
+            child = crc_of(int.from_bytes(data[off + root : off + root + 8], "little"))
+            if child is not None:
+                data[off + root + 8 : off + root + 12] = child.to_bytes(4, "little")
+        log_len = min(int.from_bytes(data[off + 92 : off + 96], "little"), block - 256)
+        data[off + 96 : off + 100] = crc(bytes(data[off + 256 : off + 256 + log_len])).to_bytes(
+            4, "little"
+        )
+        listed = min(data[off + 79], fmt.LISTED_MAX)
+        end = off + fmt.LISTED_OFFSET + 16 * listed
+        data[off + 4 : off + 8] = crc(bytes(data[off + 8 : end])).to_bytes(4, "little")
 
 
 def _exercise(reader: mp.ReadOnlyPager | mp.Pager) -> None:

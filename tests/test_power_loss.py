@@ -6,6 +6,11 @@ image plus any subset of the pages written since, and any page may be torn at a 
 sector (or hold garbage there). Every such image must open, pass the checker, and show
 exactly the state before the call or the state after it. Growth is not durable until a
 barrier, so images also come at the old length.
+
+While the workloads run, a snapshot of another reader is registered and moves on now and
+then, so that the writer keeps pages pending; and beside every image lies a reader table as a
+crash may leave it: missing, stale (the live table's bytes, whose readers are not alive for
+the image), torn, or garbage. None of it may change what the image opens to.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pytest
 
 import mappedpages as mp
 from helpers import check_ok, count, pager_state
+from mappedpages._core_api import FREE
 from mappedpages.checker import check_file
 from mappedpages.handles import ProtectedPageId
 
@@ -97,18 +103,47 @@ class Harness:
         probe = os.path.join(self.tmp, "probe.mp")
         with open(probe, "wb") as f:
             f.write(image)
+        self._table_after_crash(probe)
         report = check_file(probe, mp.crc32c)
         assert report.ok, report.problems
-        if report.log_entries:
+        if report.log_words:
             self.logged += 1
-            count("crash images: with protected writes in the commit record's log")
+            count("crash images: the state in force carries a log")
+        snapshot = None
+        if self.images % 3 == 0:  # a reader sees what the writer will open
+            with mp.ReadOnlyPager.open(probe) as ro:
+                snapshot = pager_state(ro)
         with mp.Pager.open(probe, sync=False) as p:
             self.seen.append(pager_state(p))
+        assert snapshot in (None, self.seen[-1])
         count("crash images: opened, checked, state compared")
         if self.images % 8 == 0:  # and life goes on after the crash
             _continue_on(probe)
             count("crash images: workload continued on them")
         os.unlink(probe)
+
+    def _table_after_crash(self, probe: str) -> None:
+        """The reader table beside the image, as a crash may leave it (one kind per image)."""
+        table = probe + "-readers"
+        kind = self.images % 4
+        if os.path.exists(table):
+            os.unlink(table)
+        live = self.path + "-readers"
+        if kind == 0 or not os.path.exists(live):
+            count("crash images: no reader table")
+            return
+        with open(live, "rb") as f:
+            stale = f.read()
+        if kind == 1:
+            data, what = stale, "stale (its readers gone)"
+        elif kind == 2:
+            cut = self.rng.randrange(1, len(stale))
+            data, what = stale[:cut] + self.rng.randbytes(512)[: len(stale) - cut], "torn"
+        else:
+            data, what = self.rng.randbytes(len(stale)), "garbage"
+        with open(table, "wb") as f:
+            f.write(data)
+        count(f"crash images: reader table {what}")
 
     def settle(self, before: object, after: object) -> None:
         """Every image made during the call showed the state before it or after it."""
@@ -150,7 +185,7 @@ def test_every_barrier_of_every_call(core: str, tmp_path: object, ps: int, prefi
         live: list[mp.PageId] = [x for x in p.alloc_bulk(prefill) if int(x) > prefill - 300]
     h = Harness(path, tmp, ps)
     rng = random.Random(5)
-    with mp.Pager.open(path, sync=True) as p:
+    with mp.Pager.open(path, sync=True) as p, mp.ReadOnlyPager.open(path) as reader:
         p._core.set_barrier_hook(h.barrier)
 
         def step(call: Callable[[], object], expect: Callable[[list[int]], list[int]]) -> object:
@@ -162,6 +197,8 @@ def test_every_barrier_of_every_call(core: str, tmp_path: object, ps: int, prefi
             return result
 
         for i in range(160 if prefill == 0 else 80 if ps == PS else 20):
+            if i % 7 == 0:
+                reader.refresh()  # the reader moves on: what it held may be reused now
             kind = rng.choice(["alloc", "free", "bulk", "free_bulk", "batch", "flush"])
             if kind == "flush" and live:  # data written through a view, then flushed
                 p.get_page_mut(live[0])[:4] = rng.randbytes(4)
@@ -201,19 +238,20 @@ def test_every_barrier_of_every_call(core: str, tmp_path: object, ps: int, prefi
                     )  # type: ignore[arg-type]
                 )
         p._core.set_barrier_hook(None)
-    assert h.images > (900 if prefill == 0 else 400 if ps == PS else 100)
-    assert (h.one_barrier > 0) == (ps > PS), h.one_barrier
+    assert h.images > (600 if prefill == 0 else 350 if ps == PS else 100)
+    assert h.one_barrier > 0 and h.logged > 0
     print(f"power-loss images checked: {h.images}")
 
 
 def _lowest_free(p: mp.Pager, n: int = 1) -> list[int]:
-    """The n pages the next allocation will return: lowest free first, growth included."""
-    geo = p._core.geometry
+    """The n pages the next allocation will return: the lowest free ones that may be reused
+    (not those a registered snapshot may still read), growth included."""
+    p._core.reclaim()  # what every mutating call does first
     count = p.page_count
     out: list[int] = []
     i = 3
     while len(out) < n:
-        if not geo.is_internal(i) and (i >= count or not p._core.is_allocated(i)):
+        if i >= count or p._core.kind(i) == FREE:
             out.append(i)
         i += 1
     return out
@@ -251,15 +289,16 @@ def test_alloc_protected_on_zeros_not_yet_synced(core: str, tmp_path: object, ps
 def test_every_barrier_of_protected_calls(core: str, tmp_path: object, ps: int) -> None:
     """Protected writes, allocations and frees (single, bulk, in batches) are all-or-nothing.
 
-    With 4 KiB pages page 0 holds two commit records, and a protected write commits through
-    the record's log (its directory block is written by a later commit); with 1 KiB pages
-    every commit rewrites the blocks and the metadata."""
+    Most commits carry their changes in the record's log (a write: its content page and the
+    record, one barrier); every few dozen a checkpoint writes the directory's and bitmap's
+    changed leaves. A registered reader moves on now and then, so freed contents stay
+    pending for a while."""
     tmp = str(tmp_path)
     path = os.path.join(tmp, "crash.mp")
     mp.Pager.create(path, ps).close()
     h = Harness(path, tmp, ps)
     rng = random.Random(8)
-    with mp.Pager.open(path, sync=True) as p:
+    with mp.Pager.open(path, sync=True) as p, mp.ReadOnlyPager.open(path) as reader:
         p._core.set_barrier_hook(h.barrier)
         live: list[ProtectedPageId] = []
         regular: list[mp.PageId] = []
@@ -274,7 +313,11 @@ def test_every_barrier_of_protected_calls(core: str, tmp_path: object, ps: int) 
             h.settle(before, pager_state(p))
             return result
 
-        for i in range(90):
+        # the pure core checksums every protected page in Python (about 100 ns a byte), and
+        # every image reads them all: it takes a third of the steps
+        for i in range(90 if core == "c" else 30):
+            if i % 5 == 0:
+                reader.refresh()
             kinds = ["alloc", "write", "write", "bulk", "free", "free_bulk", "batch", "regular"]
             kind = rng.choice(kinds)
             if kind == "regular":  # a commit of the allocation state carries the log along
@@ -308,7 +351,6 @@ def test_every_barrier_of_protected_calls(core: str, tmp_path: object, ps: int) 
 
                 step(batch)
         p._core.set_barrier_hook(None)
-    assert h.images > 1000
-    assert (h.logged > 100) == (ps > 1024), h.logged
-    assert (h.one_barrier > 0) == (ps > 1024), h.one_barrier
+    assert h.images > (1000 if core == "c" else 300)
+    assert h.logged > 100 and h.one_barrier > 0, (h.logged, h.one_barrier)
     print(f"power-loss images checked (protected calls): {h.images}")

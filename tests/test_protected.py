@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 import mappedpages as mp
 from helpers import check_ok
+from mappedpages.checker import check_file
 from mappedpages.handles import ProtectedPageId
 from mappedpages.protected import ProtectedPageWriter
 
@@ -93,6 +98,11 @@ def test_slot_reuse_and_fresh_content(pager: mp.Pager) -> None:
     assert _content(pager, again) == bytes(1024)  # with fresh content
 
 
+def _internal(pager: mp.Pager) -> list[int]:
+    """Every internal page of the state: pages 0-2, tree blocks, protected pages' contents."""
+    return [i for i in range(pager.page_count) if pager._core.kind(i) == 2]
+
+
 def test_iterators_disjoint_and_internal_pages_hidden(pager: mp.Pager) -> None:
     regular = pager.alloc_bulk(10)
     protected = pager.alloc_protected_bulk(10)
@@ -100,11 +110,13 @@ def test_iterators_disjoint_and_internal_pages_hidden(pager: mp.Pager) -> None:
     pages = list(pager.iter_allocated_pages())
     assert pages == sorted(regular + more)
     assert list(pager.iter_allocated_protected_pages()) == protected
-    # everything allocated in the bitmap is a regular page or a directory page
-    used = sum(1 for i in range(pager.page_count) if pager._core.is_allocated(i))
-    internal = set(pager._internal)
-    assert len(internal) == 2 + 2 + 2 * 10  # index, one block, two copies per page
-    assert used == 3 + len(pages) + len(internal)
+    # everything in use is a regular page or an internal one: pages 0-2, tree blocks and the
+    # page holding each protected page's content
+    internal = _internal(pager)
+    used = pager.page_count - pager.free_page_count
+    assert used == len(pages) + len(internal)
+    contents = {pager._core.ppage(int(x)) for x in protected}
+    assert contents <= set(internal) and {0, 1, 2} <= set(internal)
     for page in internal:
         pid = mp.PageId(page, 1024)
         assert pid not in pages
@@ -119,42 +131,57 @@ def test_iterators_disjoint_and_internal_pages_hidden(pager: mp.Pager) -> None:
 
 def test_free_protected_bulk_is_atomic(pager: mp.Pager) -> None:
     ids = pager.alloc_protected_bulk(6)
-    free_before = pager.free_page_count
+    gen = pager.generation
     with pytest.raises(mp.DoubleFree):
         pager.free_protected_bulk([ids[0], ids[1], ids[0]])
+    assert pager.generation == gen  # nothing was committed
     pager.free_protected(ids[5])
     with pytest.raises(mp.OutOfBounds):
         pager.free_protected_bulk([ids[2], ids[5]])
     with pytest.raises(mp.OutOfBounds):
         pager.free_protected(ids[5])
+    assert pager.generation == gen + 1
     assert list(pager.iter_allocated_protected_pages()) == ids[:5]
-    assert pager.free_page_count == free_before + 2
     pager.free_protected_bulk(ids[:5])
     assert list(pager.iter_allocated_protected_pages()) == []
-    assert pager.free_page_count == free_before + 12
+    assert pager.generation == gen + 2
 
 
-def test_alloc_protected_bulk_is_all_or_nothing(
-    pager: mp.Pager, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    keep = pager.alloc_protected()
-    state = (pager.page_count, pager.free_page_count, list(pager.iter_allocated_pages()))
-    calls = {"n": 0}
-    real = pager._core.alloc_bulk
+ALL_OR_NOTHING = """
+    import errno, json, resource, signal, sys
+    import mappedpages as mp
+    path = sys.argv[1]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    with mp.Pager.create(path, 1024, preallocate=False) as p:
+        keep = p.alloc_protected()
+        state = (p.page_count, p.free_page_count, p.generation)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+        try:
+            p.alloc_protected_bulk(100)  # needs the file to grow past the limit
+        except OSError as exc:
+            failed = exc.errno
+        after = (p.page_count, p.free_page_count, p.generation)
+        ids = [int(x) for x in p.iter_allocated_protected_pages()]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        more = len(p.alloc_protected_bulk(100))  # and the pager still works
+    print(json.dumps({"failed": failed, "same": state == after, "ids": ids, "more": more}))
+"""
 
-    def failing(n: int) -> list[int]:
-        calls["n"] += 1
-        if calls["n"] == 40:
-            raise OSError(28, "No space left on device")
-        return real(n)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(pager._core, "alloc_bulk", failing)
-    with pytest.raises(OSError):
-        pager.alloc_protected_bulk(100)
-    monkeypatch.undo()
-    assert list(pager.iter_allocated_protected_pages()) == [keep]
-    assert (pager.page_count, pager.free_page_count, list(pager.iter_allocated_pages())) == state
-    assert len(pager.alloc_protected_bulk(100)) == 100  # and the pager still works
+def test_alloc_protected_bulk_is_all_or_nothing(core: str, path: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(ALL_OR_NOTHING), path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, MAPPEDPAGES_CORE=core),
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["failed"] in (27, 28) and result["same"]  # EFBIG, and nothing of the call
+    assert result["ids"] == [0] and result["more"] == 100
+    report = check_ok(path)
+    assert report.protected_pages == 101
 
 
 def test_two_thousand_protected_pages_on_1k_pages(core: str, path: str) -> None:
@@ -174,19 +201,16 @@ def test_two_thousand_protected_pages_on_1k_pages(core: str, path: str) -> None:
             assert _content(p, ppid)[:16] == expect.get(ppid, bytes(16))
 
 
-def test_directory_full(core: str, path: str) -> None:
+def test_no_ceiling_on_protected_pages(core: str, path: str) -> None:
+    # format 1 stopped at 3,600 protected pages with 1 KiB pages
     with mp.Pager.create(path, 1024, sync=False) as p:
-        room = p._dir.room()
-        assert room == 60 * 60  # 1 KiB blocks: 60 blocks of 60 entries
-        with pytest.raises(mp.DirectoryFull):
-            p.alloc_protected_bulk(room + 1)
-        assert list(p.iter_allocated_protected_pages()) == []
-        p.alloc_protected_bulk(room)
-        with pytest.raises(mp.DirectoryFull):
-            p.alloc_protected()
+        ids = p.alloc_protected_bulk(4000)
+        ids += [p.alloc_protected() for _ in range(100)]
+        assert ids == [ProtectedPageId(i, 1024) for i in range(4100)]
         p.free_protected(ProtectedPageId(7, 1024))
-        assert p.alloc_protected() == ProtectedPageId(7, 1024)
-    check_ok(path)
+        assert p.alloc_protected() == ProtectedPageId(7, 1024)  # the lowest free slot
+    report = check_ok(path)
+    assert report.protected_pages == 4100
 
 
 def test_handle_errors(pager: mp.Pager, path: str) -> None:
@@ -256,19 +280,19 @@ def test_protected_calls_in_a_batch(core: str, path: str) -> None:
         assert list(p.iter_allocated_pages()) == [r]
 
 
-def test_freed_pages_are_not_reused_for_the_directory_in_the_same_batch(pager: mp.Pager) -> None:
+def test_pages_the_committed_state_uses_are_not_reused_in_the_same_batch(pager: mp.Pager) -> None:
     with pager.batch():
         old = pager.alloc_protected()
+    committed = set(_internal(pager))
     with pager.batch():
-        freed = {int(x) for x in pager._dir.blocks[0]} | set(pager._internal)
         pager.free_protected(old)
         regular = pager.alloc_bulk(3)
         pager.free_bulk(regular)  # the committed state never had these: they may be reused
         fresh = pager.alloc_protected()
         assert fresh == old
-        now = {pager._dir.ent_a[int(fresh)], pager._dir.ent_b[int(fresh)]}
-        assert not now & (freed - set(pager._internal))
-        assert now <= {int(x) for x in regular}
+        page = pager._core.ppage(int(fresh))
+        assert page not in committed
+        assert page in {int(x) for x in regular}
 
 
 def test_iterator_invalidated_by_protected_calls(pager: mp.Pager) -> None:
@@ -302,30 +326,40 @@ def test_closed_pager_protected_calls(core: str, path: str) -> None:
 
 def test_check_and_info_count_protected_pages(core: str, path: str) -> None:
     with mp.Pager.create(path, 1024) as p:
-        p.alloc_protected_bulk(70)  # two directory blocks
+        p.alloc_protected_bulk(70)  # two directory leaves of 62 slots
         p.alloc_bulk(4)
+        internal = len(_internal(p))
     report = check_ok(path)
     assert report.protected_pages == 70
-    assert report.directory_pages == 2 + 4 + 140
+    assert report.internal_pages == internal >= 3 + 70 + 2
     assert report.allocated_data_pages == 4
 
 
 def test_damaged_directory_is_reported(core: str, path: str) -> None:
+    from mappedpages import format as fmt
+
     with mp.Pager.create(path, 1024) as p:
-        p.alloc_protected_bulk(3)
-        index_pages = p._dir.index_pages
-        block_pages = p._dir.blocks[0]
-    with open(path, "r+b") as f:  # wreck both copies of the directory block
-        for page in block_pages:
-            f.seek(page * 1024 + 40)
-            f.write(b"\xff" * 8)
+        ids = p.alloc_protected_bulk(3)
+        p._core.checkpoint_now()  # the directory's leaf written as a block
+        p.alloc()  # a commit after it: the blocks are no longer the newest commit's own pages
+        content = p._core.ppage(int(ids[1]))
+    report = check_ok(path)
+    with open(path, "rb") as f:
+        f.seek((1 + report.record) * 1024)
+        rec = fmt.Record(*fmt.RECORD.unpack_from(f.read(128), 0))
+    assert rec.dir_root and rec.checkpoint == rec.generation - 1
+    with open(path, "r+b") as f:  # a protected page's content: found when it is read
+        f.seek(content * 1024 + 40)
+        f.write(b"\xff" * 8)
+    with mp.Pager.open(path) as p:
+        with pytest.raises(mp.CorruptProtectedDirectory):
+            p.get_protected_page(ids[1])
+        assert bytes(p.get_protected_page(ids[0])) == bytes(1024)
+    assert any("does not match its checksum" in x for x in check_file(path, mp.crc32c).problems)
+    with open(path, "r+b") as f:  # the directory's root: both records name it
+        f.seek(rec.dir_root * 1024 + 40)
+        f.write(b"\xff" * 8)
     with pytest.raises(mp.CorruptProtectedDirectory):
         mp.Pager.open(path)
-    with open(path, "r+b") as f:
-        for page in index_pages:
-            f.seek(page * 1024 + 40)
-            f.write(b"\xff" * 8)
-    with pytest.raises(mp.CorruptDirectoryIndex):
-        mp.Pager.open(path)
-    assert not mp.checker.check_file(path, mp.crc32c).ok
+    assert not check_file(path, mp.crc32c).ok
     os.unlink(path)

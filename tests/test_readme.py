@@ -22,4 +22,6 @@ def test_readme_examples_run(core: str, tmp_path: Path, monkeypatch: pytest.Monk
     for number, block in enumerate(BLOCKS, 1):
         code = compile(block, f"README.md block {number}", "exec")
         exec(code, namespace)
-    assert sorted(os.listdir(tmp_path)) == ["data.mp", "records.mp"]
+    files = sorted(os.listdir(tmp_path))
+    assert [f for f in files if not f.endswith("-readers")] == ["data.mp", "records.mp"]
+    assert all(f.removesuffix("-readers") in files for f in files)  # beside each, its reader table

@@ -172,31 +172,6 @@ def test_check_while_a_writer_commits(core: str, path: str) -> None:
     assert not writer.errors, writer.errors
 
 
-def test_a_reader_retries_while_commits_land_and_then_gives_up(
-    core: str, path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mappedpages import _snapshot
-
-    _fill(path)
-    marks = iter(range(10**6))
-    monkeypatch.setattr(_snapshot, "_LONGEST_WAIT", 0.0)
-    monkeypatch.setattr(_snapshot, "mark", lambda fd: next(marks))  # a commit every time
-    with pytest.raises(mp.Unavailable, match="attempts"):
-        mp.ReadOnlyPager.open(path)
-    assert next(marks) == 2 * _snapshot.ATTEMPTS
-    # a load that fails while no commit lands is the file's own damage: raised at once
-    monkeypatch.setattr(_snapshot, "mark", lambda fd: b"still")
-    with open(path, "r+b") as f:
-        f.write(b"\0" * 2048)
-    with pytest.raises(mp.MappedPageError):
-        mp.ReadOnlyPager.open(path)
-    report = check_file(path, mp.crc32c)  # damage found at once too
-    assert not report.ok and not any("attempts" in p or "checks" in p for p in report.problems)
-    monkeypatch.setattr(_snapshot, "mark", lambda fd: next(marks))
-    report = check_file(path, mp.crc32c)
-    assert f"during each of {_snapshot.ATTEMPTS} checks" in report.problems[-1]
-
-
 def test_reader_in_another_process_while_writing(core: str, path: str) -> None:
     ids, _ = _fill(path)
     code = f"""

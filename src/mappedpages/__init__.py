@@ -5,7 +5,10 @@ The public API is described in the README; everything listed in ``__all__`` is s
 
 from __future__ import annotations
 
+import os
+
 from . import _backend
+from ._readertable import ReaderInfo, ReaderTable
 from .concurrent_pager import ConcurrentPager, PagerReader
 from .errors import (
     CorruptDirectoryIndex,
@@ -19,22 +22,37 @@ from .errors import (
     MappedPageError,
     OutOfBounds,
     PageSizeMismatch,
+    RecoveryWarning,
     ReservedPage,
     Unavailable,
     WouldBlock,
 )
 from .handles import MappedPage, PageId, ProtectedPageId
 from .pager import Pager, ProtectedPages
-from .protected import AllocatedProtectedPageIter, ProtectedPageWriter
+from .protected import ProtectedPageWriter
 from .protocols import BulkPageAllocator, PageAllocator, PageHandle
-from .reader import AllocatedPageIter
+from .reader import AllocatedPageIter, AllocatedProtectedPageIter
 from .readonly import ReadOnlyPager
+from .snapshot import Snapshot
 from .subpages import SubPageAllocator, SubPageId
 
 __version__ = "0.1.0"
 
 core: str = _backend.CORE.NAME
 """``"c"`` when the cffi C core is in use, ``"python"`` for the pure-Python core."""
+
+
+def readers(path: str | os.PathLike[str]) -> list[ReaderInfo]:
+    """The live snapshots of other processes registered for the file at ``path``: each
+    ``ReaderInfo`` has ``pid``, ``generation`` and ``since`` (``time.time()`` when it was taken
+    or last refreshed). Snapshots of a process that died are not listed."""
+    table = ReaderTable.open_to_list(os.fspath(path))
+    if table is None:
+        return []
+    try:
+        return table.live()
+    finally:
+        table.close()
 
 
 crc32c = _backend.CORE.crc32c
@@ -69,11 +87,15 @@ __all__ = [
     "ProtectedPageWriter",
     "ProtectedPages",
     "ReadOnlyPager",
+    "ReaderInfo",
+    "RecoveryWarning",
     "ReservedPage",
+    "Snapshot",
     "SubPageAllocator",
     "SubPageId",
     "Unavailable",
     "WouldBlock",
     "core",
     "crc32c",
+    "readers",
 ]

@@ -14,7 +14,20 @@ from cffi import FFI
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CSRC = os.path.join(_ROOT, "csrc")
-SOURCES = ["crc32c.c", "bitmap.c", "open.c", "alloc.c", "held.c", "commit.c"]
+SOURCES = [
+    "crc32c.c",
+    "bitmap.c",
+    "record.c",
+    "tree.c",
+    "log.c",
+    "alloc.c",
+    "directory.c",
+    "pending.c",
+    "checkpoint.c",
+    "commit.c",
+    "open.c",
+    "snapshot.c",
+]
 
 
 def cdef_text() -> str:

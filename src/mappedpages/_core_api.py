@@ -7,9 +7,11 @@ make the same allocation decisions, so the same calls produce identical files.
 
 Errors: a core raises the exceptions of ``mappedpages.errors`` itself (``ReservedPage``,
 ``OutOfBounds``, ``DoubleFree``, ``CorruptSuperblock``, ``CorruptMetadata``,
-``InvalidPageSize``), ``OSError`` (with ``errno``) for operating-system failures, and
-``Unavailable`` once it is closed or after a commit failed half-way (the file then still holds
-its last committed state, but this process can no longer know what the page cache holds).
+``CorruptProtectedDirectory``, ``InvalidPageSize``), ``OSError`` (with ``errno``) for
+operating-system failures, and ``Unavailable`` once it is closed or after a commit failed
+half-way (the file then still holds its last committed state, but this process can no longer
+know what the page cache holds). Opening a format-1 file that was never upgraded raises the
+module's ``Version1`` (a ``CorruptSuperblock``), which the layer above answers by upgrading.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from ._v1 import V1State
 from .format import Geometry
 
 BarrierHook = Callable[[str], None]
 
+# what kind() returns: a writer also tells PENDING, a free page a snapshot may still read
+FREE, DATA, INTERNAL, PENDING = 0, 1, 2, 3
 
-class Core(Protocol):
-    """One open file. Created by ``open_core``; not thread-safe (the layer above serialises)."""
+
+class Reading(Protocol):
+    """What the writer and a snapshot both answer about one state."""
 
     geometry: Geometry
 
@@ -31,67 +37,78 @@ class Core(Protocol):
     def page_size(self) -> int: ...
     @property
     def page_count(self) -> int:
-        """Pages the current (possibly uncommitted) state covers, reserved pages included."""
+        """Pages the state covers, reserved pages included."""
 
     @property
     def free_count(self) -> int:
-        """Free data pages in the current state."""
+        """Free pages of the state (pending ones included)."""
 
+    @property
+    def data_count(self) -> int: ...
+    @property
+    def slot_count(self) -> int:
+        """Slots the directory has made (protected ids are below it)."""
+
+    @property
+    def slots_used(self) -> int: ...
     @property
     def generation(self) -> int:
-        """Generation of the last commit."""
+        """The generation of the commit the state is (for the writer: its last commit)."""
 
-    @property
-    def active(self) -> int:
-        """0 when metadata copy A is active, 1 for B."""
+    def kind(self, page: int) -> int:
+        """FREE, DATA or INTERNAL (OutOfBounds beyond page_count); a writer's core answers
+        PENDING for a free page it may not reuse yet."""
+
+    def scan(self, start: int, limit: int) -> list[int]:
+        """Up to ``limit`` data pages ``>= start``, ascending."""
+
+    def pused(self, slot: int) -> bool: ...
+    def ppage(self, slot: int) -> int:
+        """The page holding protected page ``slot``'s content (OutOfBounds when the slot is
+        free); its CRC32C is checked the first time it is asked for."""
+
+    def pscan(self, start: int, limit: int) -> list[int]:
+        """Up to ``limit`` slots in use ``>= start``, ascending."""
+
+    def mapping(self) -> memoryview:
+        """A view of the whole mapping (writable for a writer, read-only for a snapshot).
+
+        It stays valid for as long as it (or a slice of it) is referenced, even after the
+        file grew, the core remapped, or the core was closed.
+        """
+
+    def close(self) -> None: ...
+
+
+class Core(Reading, Protocol):
+    """One file open for writing. Created by ``open_core``; not thread-safe (the layer above
+    serialises)."""
 
     @property
     def writable(self) -> bool: ...
+    @property
+    def file_id(self) -> bytes: ...
 
-    # allocation: each call is one commit, unless a batch is open (then nothing is committed
-    # until commit()). Indices are validated here: the layer above only checks handle types.
+    # each call is one commit, unless a batch is open (then nothing is committed until
+    # commit()). Indices are validated here: the layer above only checks handle types.
     def alloc(self) -> int: ...
     def alloc_bulk(self, n: int) -> list[int]: ...
     def free(self, page: int) -> None: ...
     def free_bulk(self, pages: Sequence[int]) -> None:
-        """Validate every page (range, not internal, allocated, unique) before freeing any."""
+        """Validate every page (range, not internal, in use, unique) before freeing any."""
+
+    def palloc(self, n: int) -> list[int]:
+        """``n`` new protected pages (content: zeros)."""
+
+    def pfree(self, slots: Sequence[int]) -> None:
+        """Free every slot; all are validated first (in use, unique)."""
+
+    def pwrite(self, slot: int, content: bytes) -> None:
+        """Make ``content`` (exactly page_size bytes) the slot's content, in a page no snapshot
+        reads."""
 
     def begin(self) -> None:
         """Open a batch: changes accumulate in memory."""
-
-    @property
-    def directory(self) -> tuple[int, int]:
-        """Pages of the two copies of the protected-page directory index, (0, 0) for none."""
-
-    def set_directory(self, dir_a: int, dir_b: int) -> None:
-        """Record the directory index pages; the next commit writes them into the metadata."""
-
-    @property
-    def log(self) -> bytes:
-        """The log the commit record carries: as last committed, or as set for the next one."""
-
-    def set_log(self, data: bytes) -> None:
-        """The log every following commit record carries (<= 220 bytes, a multiple of 4).
-
-        The core does not interpret it; the protected-page directory keeps its changes there.
-        The next commit happens even if nothing else changed; a rollback restores the
-        committed log.
-        """
-
-    def two_barriers(self) -> None:
-        """The next commit takes two barriers even if it could take one.
-
-        For a commit that writes a page which does not become current (the zeroed header of a
-        new block's second copy): a one-barrier record could only list pages that stay as they
-        are while it is the newest.
-        """
-
-    def stage(self, pages: Sequence[int]) -> None:
-        """Pages the layer above wrote into the mapping for the next commit (whole pages).
-
-        The commit makes them durable at its first barrier, and happens even if no allocation
-        bit changed. The layer above writes only pages the committed state does not use.
-        """
 
     def commit(self) -> None:
         """Close the batch and commit its changes in one commit (nothing to do if none)."""
@@ -99,30 +116,39 @@ class Core(Protocol):
     def rollback(self) -> None:
         """Close the batch and return to the last committed state."""
 
-    def is_allocated(self, page: int) -> bool:
-        """Bit of ``page`` (OutOfBounds beyond page_count)."""
+    def reclaim(self) -> None:
+        """Make pending pages that no snapshot can read any longer free to reuse (every
+        mutating call does this first)."""
 
-    def scan(self, start: int, limit: int) -> list[int]:
-        """Up to ``limit`` allocated data pages ``>= start``, ascending; internal pages excluded."""
-
-    def bitmap(self) -> bytes:
-        """The whole in-memory bitmap, bits [0, page_count), as bytes."""
-
-    def mapping(self) -> memoryview:
-        """A writable (read-only for a read-only core) view of the current whole mapping.
-
-        The view stays valid for as long as it (or a slice of it) is referenced, even after the
-        file grew, the core remapped, or the core was closed.
-        """
+    def checkpoint_now(self) -> None:
+        """Commit with a checkpoint (the trees written anew, the log emptied)."""
 
     def flush(self, pages: Sequence[int] | None = None) -> None:
-        """Make writes through views durable: all pages, or just ``pages`` (validated)."""
+        """Make writes through views durable: all pages, or just ``pages`` (validated), in one
+        barrier."""
+
+    def snapshot(self) -> SnapshotCore:
+        """A snapshot of the last commit, registered so that this writer keeps it whole."""
+
+    def attach_table(self, table: object) -> None:
+        """Keep whole the snapshots registered in this reader table (see _readertable.py)."""
 
     def set_barrier_hook(self, hook: BarrierHook | None) -> None:
         """Test hook: called with "barrier1"/"barrier2"/"flush" just before each sync."""
 
-    def close(self) -> None:
-        """Flush (if sync was off), unmap what no view uses, release the core. Idempotent."""
+
+class SnapshotCore(Reading, Protocol):
+    """The state of one commit, read-only, read lazily from the blocks its record names."""
+
+    @property
+    def record_slot(self) -> int:
+        """Which record slot (0 or 1) the snapshot's record was read from."""
+
+    def newer(self) -> bool:
+        """Whether a newer commit may exist (a cheap look at the other record slot)."""
+
+    def refresh(self) -> bool:
+        """Move to the newest commit (a snapshot opened on a file); False when none is newer."""
 
 
 class CoreModule(Protocol):
@@ -133,9 +159,22 @@ class CoreModule(Protocol):
     def open_core(
         self, fd: int, page_size: int, *, writable: bool, sync: bool, preallocate: bool
     ) -> Core:
-        """Open the file behind ``fd`` (``page_size`` 0 = take it from the file).
+        """Open the file behind ``fd`` as its writer (``page_size`` 0 = take it from the file).
 
         The caller keeps ownership of ``fd`` (and its lock) and closes it after ``close()``.
         """
+
+    def upgrade_core(self, fd: int, v1: V1State, *, sync: bool, preallocate: bool) -> Core:
+        """Upgrade the format-1 file behind ``fd``, whose state ``_v1.load`` read, in one
+        commit, and open it as its writer."""
+
+    def open_snapshot(self, fd: int, page_size: int) -> SnapshotCore:
+        """A snapshot of the newest commit of the file behind ``fd`` (opened read-only)."""
+
+    def newest_generation(self, fd: int, page_size: int) -> int:
+        """The generation of the record in force now."""
+
+    def fence(self) -> None:
+        """A full memory fence (for the reader table's registration)."""
 
     def crc32c(self, data: object, crc: int = 0) -> int: ...

@@ -11,10 +11,9 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Callable
 
 from .errors import FileLocked
-from .format import initial_image
+from .format import Crc32c, initial_image, new_file_id
 
 
 def _lock(fd: int, path: str) -> None:
@@ -32,14 +31,14 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def create_locked(path: str, page_size: int, crc32c: Callable[[bytes], int]) -> int:
+def create_locked(path: str, page_size: int, crc32c: Crc32c) -> int:
     """Create ``path`` holding a fresh image; return a read-write fd holding the writer lock."""
     if os.path.lexists(path):
         raise FileExistsError(17, "File exists", path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".mappedpages-", suffix=".tmp", dir=directory)
     try:
-        image = initial_image(page_size, crc32c)
+        image = initial_image(page_size, crc32c, new_file_id())
         view = memoryview(image)
         while view:
             view = view[os.write(fd, view) :]

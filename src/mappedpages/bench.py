@@ -207,10 +207,35 @@ def _lmdb_put(directory: str, lmdb: Any) -> tuple[float, float]:
     return seconds, pair
 
 
+def _sqlite_put(directory: str) -> tuple[float, float]:
+    """The same with SQLite (WAL, synchronous=FULL: one fsync per commit)."""
+    import sqlite3
+
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        db = sqlite3.connect(os.path.join(tmp, "peer.db"), isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+        value = bytes(range(256)) * 16
+
+        def put() -> None:
+            db.execute("INSERT OR REPLACE INTO t VALUES (1, ?)", (value,))
+
+        floor = Floor(tmp)
+        try:
+            seconds, pair = _alongside(put, floor, 100)
+        finally:
+            floor.close()
+            db.close()
+    return seconds, pair
+
+
 def _peers(directory: str) -> list[tuple[str, float, float | None]]:
     """The same work done by other libraries, where they are installed, with the floor timed
     alongside where it is durable."""
-    out: list[tuple[str, float, float | None]] = []
+    out: list[tuple[str, float, float | None]] = [
+        ("SQLite durable put, 4 KiB value", *_sqlite_put(directory))
+    ]
     lmdb = _optional("lmdb")
     if lmdb is not None:
         out.append(("LMDB durable put, 4 KiB value", *_lmdb_put(directory, lmdb)))
@@ -247,6 +272,48 @@ def _measure(directory: str, quick: bool) -> list[Row]:
         with _backend.using(core), tempfile.TemporaryDirectory(dir=directory) as tmp:
             _measure_core(core, tmp, quick, record)
     return list(rows.values())
+
+
+def _snapshot_table(directory: str) -> list[str]:
+    """What snapshots cost: each cell a ratio of two things timed alternately in this run."""
+    from . import bench_snapshots as bs
+
+    cells: dict[str, dict[str, str]] = {}
+
+    def put(what: str, core: str, text: str) -> None:
+        cells.setdefault(what, {})[core] = text
+
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        big = bs.big_file(os.path.join(tmp, "big.mp"))
+        for core in _backend.available():
+            with _backend.using(core):
+                r = bs.commit_under_readers(tmp, core)
+                put("durable commit, 8 readers refreshing / none", core, f"{r.ratio:.2f}x")
+                put("  means, less the writer's wait for a CPU", core, f"{r.ratio_on_cpu:.2f}x")
+                put(
+                    "  the writer's wait for a CPU per commit",
+                    core,
+                    f"{_fmt(r.wait_with)} (none: {_fmt(r.wait_without)})",
+                )
+                costs = bs.refresh_costs(tmp, big)
+                put("refresh(), nothing new", core, _fmt(costs.nothing_new))
+                put(
+                    "refresh() after a commit, 2^21-page file / fresh",
+                    core,
+                    f"{costs.ratio:.2f}x ({_fmt(costs.after_commit_fresh)})",
+                )
+                full = bs.alloc_protected_full_vs_fresh(tmp, big)
+                put(
+                    "alloc_protected(), 2^20 protected / fresh",
+                    core,
+                    f"{full.ratio:.2f}x ({_fmt(full.fresh)})",
+                )
+    header = ("snapshots (ratios timed alternately in this run)", "C core", "pure core")
+    table = [header] + [(w, c.get("c", "-"), c.get("python", "-")) for w, c in cells.items()]
+    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    out = ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return out
 
 
 def _fmt(seconds: float) -> str:
@@ -287,6 +354,7 @@ def run(directory: str | None = None, quick: bool = True) -> str:
         ),
     ]
     lines.insert(5, "  ".join("-" * w for w in widths))
+    lines += ["", *_snapshot_table(directory)]
     peers = _peers(directory)
     if peers:
         lines += ["", "peers (same run):"]

@@ -1,8 +1,13 @@
 """An independent reader of the file format that verifies every checksum and invariant.
 
-It shares no code with the cores beyond format.py and a CRC32C function, so it doubles as an
-oracle for the tests: whatever a core writes must pass it. It reads the file with ``pread`` in
-whole blocks and never maps it, so it can look at a file another process is writing.
+It shares no code with the cores beyond format.py (the layouts) and a CRC32C function, so it
+doubles as an oracle for the tests: whatever a core writes must pass it. It reads the file
+with ``pread`` and never maps it, so it can look at a file another process is writing.
+
+What it reports (docs/DESIGN.md, "Damage"): a *problem* is damage to the state of the newest
+record that is in force (any block, entry, content page or count), or to page 0; a *note* is
+what a crash leaves and nothing can tell from damage: a record slot that does not read, or a
+one-barrier commit whose pages did not all land. ``ok`` means no problems.
 """
 
 from __future__ import annotations
@@ -12,49 +17,12 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import _snapshot
-from .format import (
-    BLOCK_HEADER,
-    DIR_BLOCK_MAGIC,
-    DIR_COUNT_OFFSET,
-    DIR_CURRENT_B,
-    DIR_ENTRIES_OFFSET,
-    DIR_ENTRY,
-    DIR_INDEX_MAGIC,
-    FORMAT_VERSION,
-    GROUP_BITMAP_OFFSET,
-    GROUP_MAGIC,
-    IDENTITY,
-    IDENTITY_CRC_OFFSET,
-    LOG_CURRENT_B,
-    LOG_ENTRY,
-    MAGIC,
-    META_BITMAP_OFFSET,
-    META_FIELDS,
-    META_FIELDS_OFFSET,
-    META_MAGIC,
-    RECORD_SIZE,
-    Crc32c,
-    Geometry,
-    dir_capacity,
-    popcount,
-    read_record,
-    record_count,
-    select_record,
-    valid_page_size,
-)
+from . import format as fmt
+from .errors import CorruptMetadata, CorruptSuperblock, InvalidPageSize
 
-Crc = Crc32c
+Crc = fmt.Crc32c
 
-
-@dataclass
-class Block:
-    """One decoded block copy."""
-
-    page: int
-    valid: bool
-    generation: int = 0
-    why: str = ""
+_U64 = struct.Struct("<Q")
 
 
 @dataclass
@@ -69,16 +37,17 @@ class Report:
     free_count: int = 0
     allocated_data_pages: int = 0
     generation: int = 0
-    active: str = ""
-    record: int = -1  # the commit record in force, -1 for none
-    log_entries: int = 0
-    metadata: list[Block] = field(default_factory=list)
-    groups: int = 0
-    leftover_copies: int = 0
+    record: int = -1  # the record slot in force, -1 for none
+    checkpoint: int = 0
+    log_words: int = 0
+    tree_blocks: int = 0
+    pending_pages: int = 0
     protected_pages: int = 0
-    directory_pages: int = 0  # index, blocks and both copies of every protected page
+    internal_pages: int = 0
+    records: list[str] = field(default_factory=list)  # what each record slot holds
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # recoverable states, not problems
+    upgraded: bool = False  # a format-1 file upgraded in place
 
     @property
     def ok(self) -> bool:
@@ -89,47 +58,42 @@ class _Fatal(Exception):
     pass
 
 
-def _decode_block(data: bytes, page: int, magic: bytes, crc32c: Crc) -> Block:
-    m, crc, gen, location, reserved = BLOCK_HEADER.unpack_from(data, 0)
-    if m != magic:
-        return Block(page, False, why="bad magic" if any(data[:32]) else "empty")
-    if crc != crc32c(data[8:]):
-        return Block(page, False, gen, "checksum mismatch")
-    if location != page:
-        return Block(page, False, gen, f"written for page {location}")
-    if gen == 0 or reserved != 0:
-        return Block(page, False, gen, "bad header fields")
-    return Block(page, True, gen)
-
-
 def check_file(
     path: str, crc32c: Crc, progress: Callable[[int, int], None] | None = None
 ) -> Report:
     """Read ``path`` and verify it; never raises for file content (OSError for I/O).
 
     A writer may be committing meanwhile: a check that finds problems while a commit landed is
-    done again (as a reader's load is, see _snapshot.py).
+    done again, and says so if that keeps happening.
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        wait = _snapshot.FIRST_WAIT
-        for _ in range(_snapshot.ATTEMPTS):
-            before = _snapshot.mark(fd)
+        for _ in range(50):
+            before = _records_mark(fd)
             report = Report(path)
             try:
                 _check(fd, report, crc32c, progress)
             except _Fatal as exc:
                 report.problems.append(str(exc))
-            if report.ok or _snapshot.mark(fd) == before:
+            if report.ok or _records_mark(fd) == before:
                 return report
-            wait = _snapshot.pause(wait)
         report.problems.append(
-            f"a writer committed during each of {_snapshot.ATTEMPTS} checks: the problems "
-            "above may come from reading a file that was changing"
+            "a writer committed during each of 50 checks: the problems above may come from "
+            "reading a file that was changing"
         )
         return report
     finally:
         os.close(fd)
+
+
+def _records_mark(fd: int) -> bytes:
+    """Bytes that change whenever a commit lands: the headers of both record slots."""
+    try:
+        head = os.pread(fd, 64, 0)
+        ps = int.from_bytes(head[12:16], "little") or 1024
+        return b"".join(os.pread(fd, 32, p * ps) for p in (1, 2)) + os.pread(fd, 1536, 0)
+    except OSError:
+        return b""
 
 
 def _read(fd: int, offset: int, size: int) -> bytes:
@@ -141,206 +105,346 @@ def _read(fd: int, offset: int, size: int) -> bytes:
 
 def _check(fd: int, r: Report, crc32c: Crc, progress: Callable[[int, int], None] | None) -> None:
     r.file_size = os.fstat(fd).st_size
-    if r.file_size < 1024:
-        raise _Fatal("not a mappedpages file: shorter than a superblock")
-    head = _read(fd, 0, 1024)
-    magic, version, page_size = IDENTITY.unpack_from(head, 0)
-    if magic != MAGIC:
-        raise _Fatal("not a mappedpages file: bad magic")
-    (ident_crc,) = struct.unpack_from("<I", head, IDENTITY_CRC_OFFSET)
-    if ident_crc != crc32c(head[:IDENTITY_CRC_OFFSET]):
-        raise _Fatal("superblock identity checksum mismatch")
-    r.format_version = version
-    if version != FORMAT_VERSION:
-        raise _Fatal(f"format version {version} is not supported (expected {FORMAT_VERSION})")
-    if not valid_page_size(page_size):
-        raise _Fatal(f"superblock page size {page_size} is invalid")
-    r.page_size = page_size
-    if r.file_size < 3 * page_size:
-        raise _Fatal("file is shorter than its three reserved pages")
-    geo = Geometry(page_size)
-
-    if record_count(page_size) > 1:
-        head += _read(fd, 1024, RECORD_SIZE)
-    metas = [_read(fd, p * page_size, geo.block) for p in (1, 2)]
-    blocks = [_decode_block(m, p, META_MAGIC, crc32c) for m, p in zip(metas, (1, 2), strict=True)]
-    r.metadata = blocks
-    records = [(i, read_record(head, i, crc32c)) for i in range(record_count(page_size))]
-    valid = sorted(
-        ((rec.generation, i, rec) for i, rec in records if rec is not None), reverse=True
-    )
-    gens = [b.generation if b.valid else 0 for b in blocks]
-    index, rec, passed = select_record(
-        head, page_size, metas, gens, r.file_size, lambda off, n: _read(fd, off, n), crc32c
-    )
-    chosen, log = -1, b""
-    if rec is not None:
-        chosen, r.record, log, gen = rec.active, index, rec.log, rec.generation
-    by_index = dict(records)
-    for i in passed:
-        newer = by_index[i]
-        if newer is not None and newer.one_barrier:
-            # its pages or metadata did not all land: the power cut came before its barrier
-            r.notes.append(f"commit record {i} is a commit cut short; the one before it is used")
-        else:  # two barriers: its metadata was durable before it was written
-            r.problems.append(f"commit record {i} names a metadata copy that does not match it")
-    if chosen < 0:
-        if not valid and len(records) == 1:
-            # a power cut during the record write: the metadata is rewritten by every commit
-            # when there is one record, so the format falls back by design
-            r.notes.append("commit record torn; the newest valid metadata copy is used")
-        elif not valid:
-            r.problems.append("no valid commit record")
-        valid_meta = [i for i in (0, 1) if blocks[i].valid]
-        if not valid_meta:
-            raise _Fatal("neither metadata copy is valid")
-        chosen = max(valid_meta, key=lambda i: blocks[i].generation)
-        gen = blocks[chosen].generation
-    r.active = "AB"[chosen]
-    r.generation = gen
-    meta = metas[chosen]
-    page_count, free_count, dir_a, dir_b = META_FIELDS.unpack_from(meta, META_FIELDS_OFFSET)
-    r.page_count, r.free_count = page_count, free_count
-    if page_count < 3:
-        raise _Fatal(f"page count {page_count} is below the three reserved pages")
-    if page_count * page_size > r.file_size:
-        raise _Fatal(
-            f"metadata covers {page_count} pages but the file holds {r.file_size // page_size}"
+    try:
+        header = fmt.Header(fd, 0, crc32c)
+    except fmt.Version1:
+        r.format_version = 1
+        _check_v1(fd, r, crc32c)
+        return
+    except CorruptSuperblock as exc:
+        raise _Fatal(str(exc)) from None
+    except InvalidPageSize as exc:  # not possible with wanted 0
+        raise _Fatal(str(exc)) from None
+    r.format_version = 2
+    r.upgraded = header.version == fmt.V1_VERSION
+    ps = r.page_size = header.page_size
+    geo = fmt.Geometry(ps)
+    if not r.upgraded and any(_read(fd, 64, min(ps, 4096) - 64)):
+        r.problems.append("page 0: bytes after the identity are set")
+    slots = [
+        fmt.read_record_slot(_read_block(fd, page, ps, geo), i, page, geo, r.file_size, crc32c)
+        for i, page in enumerate(header.records)
+    ]
+    try:
+        good, passed = fmt.in_force(
+            slots, ps, r.file_size, lambda off, n: _read(fd, off, n), crc32c
         )
-    if geo.fix_end(page_count) != page_count:
-        r.problems.append(f"page count {page_count} cuts a bitmap group's copy pages")
-
-    # Assemble the committed bitmap, group by group, counting as we go.
-    used = 0
-    in_use: dict[int, int] = {}  # group -> its committed bits below the page count
-    groups = geo.group_count(page_count)
-    r.groups = groups
-    for k in range(groups):
-        if progress is not None and k % 1024 == 0:
-            progress(k, groups)
-        if k == 0:
-            bits = meta[META_BITMAP_OFFSET:]
-            first, span = 0, geo.c0
+    except CorruptMetadata as exc:
+        raise _Fatal(str(exc)) from None
+    for s in slots:
+        if s.header is not None:
+            r.records.append(f"slot {s.number}: generation {s.header.generation}")
         else:
-            first, span = geo.group_start(k), geo.c
-            copies = [_read(fd, (first + i) * page_size, geo.block) for i in (0, 1)]
-            decoded = [
-                _decode_block(c, first + i, GROUP_MAGIC, crc32c) for i, c in enumerate(copies)
-            ]
-            fit = [i for i in (0, 1) if decoded[i].valid and decoded[i].generation <= gen]
-            r.leftover_copies += sum(1 for d in decoded if d.valid and d.generation > gen)
-            if not fit:
-                r.problems.append(
-                    f"bitmap group {k}: no valid copy ({decoded[0].why}, {decoded[1].why})"
+            r.records.append(f"slot {s.number}: {s.why}")
+            if s.why.startswith(fmt.IMPOSSIBLE):
+                r.problems.append(f"commit record slot {s.number}: {s.why}")
+            elif s.why != "empty":
+                r.notes.append(
+                    f"commit record slot {s.number} does not read ({s.why}): a record torn by a "
+                    "crash, the commit before the one in force, or damage"
                 )
-                continue
-            best = max(fit, key=lambda i: decoded[i].generation)
-            bits = copies[best][GROUP_BITMAP_OFFSET:]
-        n = min(span, page_count - first)
-        value = int.from_bytes(bits, "little")
-        inside = value & ((1 << n) - 1)
-        if value >> n:
-            r.problems.append(f"bitmap group {k}: bits set beyond the page count")
-        used += popcount(inside)
-        in_use[k] = inside
-        if k == 0:
-            if inside & 0b111 != 0b111:
-                r.problems.append("reserved pages 0-2 are not marked in use")
-        elif inside & 0b11 != 0b11:
-            r.problems.append(f"bitmap group {k}: its own copy pages are not marked in use")
-    if progress is not None:
-        progress(groups, groups)
-
-    def allocated(page: int) -> bool:
-        k = geo.group_of(page)
-        return k in in_use and bool(in_use[k] >> (page - geo.group_start(k)) & 1)
-
-    _check_directory(fd, r, geo, gen, (dir_a, dir_b), allocated, crc32c, log)
-    internal = 3 + 2 * (groups - 1) + r.directory_pages
-    r.allocated_data_pages = used - internal
-    if page_count - used != free_count:
-        r.problems.append(
-            f"free count {free_count} disagrees with the bitmap ({page_count - used} free)"
+    for s in passed:
+        r.notes.append(
+            f"commit record slot {s.number} (generation {s.header.generation}) is a one-barrier "  # type: ignore[union-attr]
+            "commit whose pages did not all land: a commit cut short, or damage to them"
         )
+    if not good:
+        raise _Fatal("no valid commit record")
+    for attempt, slot in enumerate(good):
+        state = _State(fd, r, geo, slot, header.reserved, crc32c, progress)
+        problems = state.verify()
+        if attempt == 0:
+            r.problems.extend(problems)
+            state.report()
+            if not problems:
+                return
+        elif not problems:
+            r.notes.append(
+                f"the commit before it (generation {slot.header.generation}) is whole: "  # type: ignore[union-attr]
+                "Pager.open opens that one and warns"
+            )
+            return
+    r.notes.append("no older commit is whole either: Pager.open raises")
 
 
-def _check_directory(
-    fd: int,
-    r: Report,
-    geo: Geometry,
-    gen: int,
-    index_pages: tuple[int, int],
-    allocated: Callable[[int], bool],
-    crc32c: Crc,
-    log: bytes,
-) -> None:
-    """Verify the protected-page directory: index, blocks, entries and the pages they name,
-    and the commit record's log of switched slots."""
-    r.log_entries = len(log) // LOG_ENTRY.size
-    if index_pages == (0, 0):
-        if log:
-            r.problems.append("the commit record has a log but there is no directory")
-        return
-    seen: set[int] = set()
+def _read_block(fd: int, page: int, ps: int, geo: fmt.Geometry) -> bytes:
+    data = os.pread(fd, geo.block, page * ps)
+    return data
 
-    def claim(page: int, what: str) -> bool:
-        if not 3 <= page < r.page_count or geo.is_internal(page):
-            r.problems.append(f"{what}: page {page} is outside the data pages")
-        elif page in seen:
-            r.problems.append(f"{what}: page {page} is used twice")
-        elif not allocated(page):
-            r.problems.append(f"{what}: page {page} is not marked in use")
-        else:
-            seen.add(page)
-            return True
-        return False
 
-    def current(pages: tuple[int, int], magic: bytes, what: str) -> bytes | None:
-        copies = [_read(fd, p * geo.page_size, geo.block) for p in pages]
-        decoded = [_decode_block(c, p, magic, crc32c) for c, p in zip(copies, pages, strict=True)]
-        fit = [i for i in (0, 1) if decoded[i].valid and decoded[i].generation <= gen]
-        r.leftover_copies += sum(1 for d in decoded if d.valid and d.generation > gen)
-        if not fit:
-            r.problems.append(f"{what}: no valid copy ({decoded[0].why}, {decoded[1].why})")
+class _State:
+    """One record's state, read and checked block by block."""
+
+    def __init__(
+        self,
+        fd: int,
+        r: Report,
+        geo: fmt.Geometry,
+        slot: fmt.RecordSlot,
+        reserved: frozenset[int],
+        crc32c: Crc,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.fd, self.r, self.geo, self.slot = fd, r, geo, slot
+        self.rec = slot.header
+        assert self.rec is not None
+        self.reserved = reserved
+        self.crc32c = crc32c
+        self.progress = progress
+        self.problems: list[str] = []
+        self.refs: list[int] = sorted(reserved)
+        self.used: dict[int, int] = {}  # leaf -> used bits
+        self.data: dict[int, int] = {}
+        self.pending: dict[int, int] = {}
+        self.slots: dict[int, tuple[int, int]] = {}
+        self.blocks = 0
+
+    def report(self) -> None:
+        r, rec = self.r, self.rec
+        assert rec is not None
+        r.generation, r.record, r.checkpoint = rec.generation, self.slot.number, rec.checkpoint
+        r.page_count, r.free_count = rec.page_count, rec.free_count
+        r.allocated_data_pages = rec.data_count
+        r.log_words = len(self.slot.log) // 8
+        r.tree_blocks = self.blocks
+        r.pending_pages = sum(v.bit_count() for v in self.pending.values())
+        r.protected_pages = sum(1 for p, _ in self.slots.values() if p)
+        r.internal_pages = len(self.refs)
+
+    # -- blocks ---------------------------------------------------------------------------
+
+    def _block(self, what: str, ptr: tuple[int, int], magic: bytes, key: int) -> bytes | None:
+        page, crc = ptr
+        rec = self.rec
+        assert rec is not None
+        if not fmt.RESERVED_PAGES <= page < rec.page_count:
+            self.problems.append(f"{what}: page {page} is outside the file")
             return None
-        return copies[max(fit, key=lambda i: decoded[i].generation)]
+        raw = _read(self.fd, page * self.geo.page_size, self.geo.block)
+        head = fmt.BlockHeader(*fmt.BLOCK_HEADER.unpack_from(raw, 0))
+        if head.magic != magic:
+            why = "bad magic" if any(raw[:32]) else "empty"
+            self.problems.append(f"{what} (page {page}): not a block of its kind ({why})")
+            return None
+        if head.crc != crc or self.crc32c(raw[8:]) != crc:
+            self.problems.append(f"{what} (page {page}): checksum mismatch")
+            return None
+        if head.location != page or head.key != key:
+            self.problems.append(f"{what} (page {page}): written for another place")
+            return None
+        if not 1 <= head.generation <= rec.checkpoint:
+            self.problems.append(f"{what} (page {page}): generation {head.generation}")
+            return None
+        self.blocks += 1
+        self.refs.append(page)
+        return raw
 
-    if not (claim(index_pages[0], "directory index") and claim(index_pages[1], "directory index")):
-        return
-    index = current(index_pages, DIR_INDEX_MAGIC, "directory index")
-    if index is None:
-        return
-    capacity = dir_capacity(geo.block)
-    used_slots: set[int] = set()
-    (count,) = struct.unpack_from("<Q", index, DIR_COUNT_OFFSET)
-    if count > capacity:
-        r.problems.append(f"directory index lists {count} blocks (at most {capacity})")
-        return
-    for b in range(count):
-        pages = DIR_ENTRY.unpack_from(index, DIR_ENTRIES_OFFSET + 16 * b)
-        what = f"directory block {b}"
-        if not (claim(pages[0], what) and claim(pages[1], what)):
-            continue
-        block = current(pages, DIR_BLOCK_MAGIC, f"directory block {b}")
-        if block is None:
-            continue
-        if struct.unpack_from("<Q", block, DIR_COUNT_OFFSET)[0] != b:
-            r.problems.append(f"directory block {b} carries another block's number")
-        for i in range(capacity):
-            w0, pb = DIR_ENTRY.unpack_from(block, DIR_ENTRIES_OFFSET + 16 * i)
-            pa = w0 & ~DIR_CURRENT_B
-            if pa == 0:
-                if w0 or pb:
-                    r.problems.append(f"directory block {b}: entry {i} is neither used nor free")
+    def _tree(self, name: str, leaf: bytes, node: bytes, root: tuple[int, int], height: int):  # type: ignore[no-untyped-def]
+        """Yield (leaf index, leaf bytes) of every non-null leaf."""
+        f = self.geo.fanout
+        stack = [(height, 0, root)]
+        while stack:
+            level, index, ptr = stack.pop()
+            if level == 0:
+                raw = self._block(f"{name} leaf {index}", ptr, leaf, index)
+                if raw is not None:
+                    yield index, raw
                 continue
-            r.protected_pages += 1
-            used_slots.add(b * capacity + i)
-            claim(pa, f"protected page {b * capacity + i}")
-            claim(pb, f"protected page {b * capacity + i}")
-    r.directory_pages = len(seen)
-    logged: set[int] = set()
-    for (word,) in LOG_ENTRY.iter_unpack(log):
-        slot = word & ~LOG_CURRENT_B
-        if slot not in used_slots or slot in logged:
-            r.problems.append(f"the commit record's log names slot {slot}")
-        logged.add(slot)
+            raw = self._block(
+                f"{name} node {index} at level {level}", ptr, node, fmt.node_key(level, index)
+            )
+            if raw is None:
+                continue
+            for i in range(f):
+                page, crc = fmt.POINTER.unpack_from(raw, 32 + 16 * i)
+                if _U64.unpack_from(raw, 32 + 16 * i + 8)[0] >> 32:
+                    self.problems.append(f"{name} node {index}: pointer {i} has reserved bits")
+                if page:
+                    stack.append((level - 1, index * f + i, (page, crc)))
+                elif crc:
+                    self.problems.append(f"{name} node {index}: a null pointer with a checksum")
+
+    # -- the whole state ------------------------------------------------------------------
+
+    def verify(self) -> list[str]:
+        rec, geo = self.rec, self.geo
+        assert rec is not None
+        n, b, lp = rec.page_count, geo.leaf_bytes, geo.leaf_pages
+        leaves = geo.bitmap_leaves(n)
+        done = 0
+        for k, raw in self._tree(
+            "bitmap", fmt.BITMAP_LEAF, fmt.BITMAP_NODE, (rec.bitmap_root, rec.bitmap_crc),
+            rec.bitmap_height,
+        ):  # fmt: skip
+            done += 1
+            if self.progress is not None and done % 256 == 0:
+                self.progress(done, leaves)
+            if k >= leaves:
+                self.problems.append(f"bitmap leaf {k} lies beyond the page count")
+                continue
+            u, d, p = (
+                int.from_bytes(raw[32 + i * b : 32 + (i + 1) * b], "little") for i in range(3)
+            )
+            if any(raw[32 + 3 * b :]):
+                self.problems.append(f"bitmap leaf {k}: bytes past its bitmaps are set")
+            if d & ~u or p & u:
+                self.problems.append(f"bitmap leaf {k}: its bits contradict each other")
+            if not (u | p):
+                self.problems.append(f"bitmap leaf {k} is stored although it is empty")
+            if (u | p) >> max(0, n - k * lp):
+                self.problems.append(f"bitmap leaf {k}: bits set beyond the page count")
+            self.used[k], self.data[k], self.pending[k] = u, d, p
+        if self.progress is not None:
+            self.progress(leaves, leaves)
+        f = geo.fanout
+        if rec.dir_root:
+            for k, raw in self._tree(
+                "directory", fmt.DIR_LEAF, fmt.DIR_NODE, (rec.dir_root, rec.dir_crc),
+                rec.dir_height,
+            ):  # fmt: skip
+                entries = 0
+                for i in range(f):
+                    page, crc = fmt.ENTRY.unpack_from(raw, 32 + 16 * i)
+                    if any(raw[32 + 16 * i + 12 : 32 + 16 * i + 16]):
+                        self.problems.append(f"directory leaf {k}: entry {i} has reserved bits")
+                    if not page:
+                        if crc:
+                            self.problems.append(f"directory leaf {k}: entry {i} is malformed")
+                        continue
+                    entries += 1
+                    if k * f + i >= rec.slot_count:
+                        self.problems.append(f"protected page {k * f + i} is beyond slot_count")
+                    self.slots[k * f + i] = (page, crc)
+                if not entries:
+                    self.problems.append(f"directory leaf {k} is stored although it is empty")
+        elif rec.dir_height or rec.dir_crc:
+            self.problems.append("the record has a directory height or checksum but no directory")
+        self._apply_log()
+        self._invariants()
+        return self.problems
+
+    def _bit(self, bits: dict[int, int], page: int) -> bool:
+        lp = self.geo.leaf_pages
+        return bool(bits.get(page // lp, 0) >> (page % lp) & 1)
+
+    def _apply_log(self) -> None:
+        rec = self.rec
+        assert rec is not None
+        words = [w for (w,) in fmt.WORD.iter_unpack(self.slot.log)]
+        if words and fmt.word_kind(words[0]) != fmt.GEN:
+            self.problems.append("the log does not begin with a generation")
+        last, i = rec.checkpoint, 0
+        while i < len(words):
+            w = words[i]
+            kind = fmt.word_kind(w)
+            if kind == fmt.GEN:
+                g = w & ((1 << fmt.KIND_SHIFT) - 1)
+                if not last < g <= rec.generation:
+                    self.problems.append(f"log word {i}: generation {g} is out of order")
+                last = g
+                i += 1
+            elif kind in fmt.RUN_KINDS:
+                self._change(i, kind, *fmt.word_run(w))
+                i += 1
+            elif kind == fmt.SLOT and i + 2 < len(words):
+                slot, page, crc = w & fmt.PAGE_MASK, words[i + 1], words[i + 2]
+                if slot >= rec.slot_count:
+                    self.problems.append(
+                        f"log word {i}: protected page {slot} is beyond slot_count"
+                    )
+                elif page and not (self._bit(self.used, page) and not self._bit(self.data, page)):
+                    self.problems.append(f"log word {i}: protected page {slot} names page {page}")
+                if crc >> 32:
+                    self.problems.append(f"log word {i}: a malformed checksum")
+                self.slots[slot] = (page, crc & 0xFFFFFFFF)
+                i += 3
+            else:
+                self.problems.append(f"log word {i}: unknown kind {kind}")
+                return
+        if words and last != rec.generation:
+            self.problems.append("the log does not end with its record's generation")
+
+    def _change(self, i: int, kind: int, first: int, count: int) -> None:
+        """Apply one run word, leaf by leaf, with bit masks."""
+        rec = self.rec
+        assert rec is not None
+        if first + count > rec.page_count:
+            self.problems.append(f"log word {i}: pages up to {first + count} are beyond the file")
+            return
+        lp = self.geo.leaf_pages
+        page = first
+        while page < first + count:
+            k, off = divmod(page, lp)
+            n = min(first + count - page, lp - off)
+            mask = ((1 << n) - 1) << off
+            used, data = self.used.get(k, 0), self.data.get(k, 0)
+            if kind in (fmt.DATA, fmt.INTERNAL):
+                if used & mask:
+                    self.problems.append(f"log word {i}: a page of {page}..{page + n} is in use")
+                self.used[k] = used | mask
+                self.data[k] = data | mask if kind == fmt.DATA else data & ~mask
+                self.pending[k] = self.pending.get(k, 0) & ~mask
+            else:
+                want = mask if kind == fmt.FREE_DATA else 0
+                if used & mask != mask or data & mask != want:
+                    self.problems.append(
+                        f"log word {i}: a page of {page}..{page + n} is freed but was not so in use"
+                    )
+                self.used[k] = used & ~mask
+                self.data[k] = data & ~mask
+                self.pending[k] = self.pending.get(k, 0) | mask
+            page += n
+
+    def _invariants(self) -> None:
+        rec, geo = self.rec, self.geo
+        assert rec is not None
+        used = sum(v.bit_count() for v in self.used.values())
+        data = sum(v.bit_count() for v in self.data.values())
+        internal = used - data
+        if rec.page_count - used != rec.free_count:
+            self.problems.append(
+                f"free count {rec.free_count} disagrees with the bitmap "
+                f"({rec.page_count - used} free)"
+            )
+        if data != rec.data_count:
+            self.problems.append(f"data count {rec.data_count} disagrees with the bitmap ({data})")
+        in_use = [(s, p, c) for s, (p, c) in sorted(self.slots.items()) if p]
+        if len(in_use) != rec.slots_used:
+            self.problems.append(
+                f"the record counts {rec.slots_used} protected pages, the directory {len(in_use)}"
+            )
+        ps = geo.page_size
+        for slot, page, crc in in_use:
+            self.refs.append(page)
+            if not fmt.RESERVED_PAGES <= page < rec.page_count:
+                self.problems.append(f"protected page {slot}: page {page} is outside the file")
+            elif self.crc32c(_read(self.fd, page * ps, ps)) != crc:
+                self.problems.append(
+                    f"protected page {slot}: its content (page {page}) does not match its checksum"
+                )
+        seen: set[int] = set()
+        for page in self.refs:
+            if page in seen:
+                self.problems.append(f"internal page {page} is referenced twice")
+            seen.add(page)
+            if not (self._bit(self.used, page) and not self._bit(self.data, page)):
+                self.problems.append(f"internal page {page} is not marked internal and in use")
+        if internal != len(seen):
+            self.problems.append(
+                f"{internal} pages are marked internal but {len(seen)} are referenced"
+            )
+
+
+def _check_v1(fd: int, r: Report, crc32c: Crc) -> None:
+    """A format-1 file: load it by format 1's rules (it upgrades on the first Pager.open)."""
+    from . import _v1
+
+    try:
+        state = _v1.load(fd, crc32c)
+    except _v1.V1Error as exc:
+        raise _Fatal(str(exc)) from None
+    r.page_size, r.page_count, r.free_count = state.page_size, state.page_count, state.free_count
+    r.generation = state.generation
+    r.allocated_data_pages = len(state.data_pages)
+    r.protected_pages = len(state.protected)
+    r.notes.append("format 1: Pager.open upgrades it to format 2 in one commit")

@@ -1,7 +1,7 @@
-"""The ``mappedpages`` command line: ``info``, ``check``, ``dump`` and ``bench``.
+"""The ``mappedpages`` command line: ``info``, ``check``, ``dump``, ``readers`` and ``bench``.
 
 Every command reads files with ``pread`` only: none maps a file or takes its lock, so each
-works on a file that a writer holds open.
+works on a file that a writer holds open (``readers`` reads the reader table beside it).
 
 Exit status:
 
@@ -35,7 +35,7 @@ exit status:
   1  problems found, or not a mappedpages file
   2  usage error, or a missing or unreadable file"""
 
-PROGRESS_MIN_GROUPS = 1024  # show progress only for files with more bitmap groups than this
+PROGRESS_MIN_LEAVES = 1024  # show progress only for files with more bitmap leaves than this
 BYTES_PER_LINE = 16
 
 
@@ -51,16 +51,16 @@ class _Fail(Exception):
 
 
 class _Progress:
-    """The ``progress`` callback of ``check_file``: a ``checking: k/n groups`` line on a TTY."""
+    """The ``progress`` callback of ``check_file``: a ``checking: k/n leaves`` line on a TTY."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.width = 0  # length of the line on screen, 0 when nothing is shown
 
     def __call__(self, done: int, total: int) -> None:
-        if total <= PROGRESS_MIN_GROUPS or not self.stream.isatty():
+        if total <= PROGRESS_MIN_LEAVES or not self.stream.isatty():
             return
-        line = f"checking: {done}/{total} groups"
+        line = f"checking: {done}/{total} bitmap leaves"
         self.stream.write("\r" + line.ljust(self.width))
         self.stream.flush()
         self.width = len(line)
@@ -85,34 +85,34 @@ def _inspect(path: str) -> Report:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     r = _inspect(args.file)
-    if not r.page_size:  # not even the superblock could be read
-        print(f"{args.file}: {r.problems[0]}")
-        return EXIT_PROBLEMS
     fields: dict[str, object] = {
         "file": r.path,
         "file size": r.file_size,
-        "format version": r.format_version,
-        "page size": r.page_size,
-        "page count": r.page_count,
-        "free pages": r.free_count,
-        "allocated data pages": r.allocated_data_pages,
-        "protected pages": r.protected_pages,
-        "directory pages": r.directory_pages,
-        "generation": r.generation,
-        "active metadata": r.active,
-        "commit record": r.record,
-        "logged protected writes": r.log_entries,
-        "bitmap groups": r.groups,
+        "format version": r.format_version or None,
+        "page size": r.page_size or None,
+        "page count": r.page_count if r.page_size else None,
+        "free pages": r.free_count if r.page_size else None,
+        "allocated data pages": r.allocated_data_pages if r.page_size else None,
+        "protected pages": r.protected_pages if r.page_size else None,
+        "internal pages": r.internal_pages if r.record >= 0 else None,
+        "pending pages": r.pending_pages if r.record >= 0 else None,
+        "generation": r.generation or None,
+        "commit record": r.record if r.record >= 0 else None,
+        "checkpoint": r.checkpoint or None,
+        "log words": r.log_words if r.record >= 0 else None,
+        "tree blocks": r.tree_blocks if r.record >= 0 else None,
     }
     if args.json:
-        print(json.dumps({k.replace(" ", "_"): v for k, v in fields.items()} | {"ok": r.ok}))
+        out = {k.replace(" ", "_"): v for k, v in fields.items()}
+        out |= {"ok": r.ok, "problems": r.problems, "notes": r.notes}
+        print(json.dumps(out))
     else:
         width = max(map(len, fields))
         for key, value in fields.items():
-            print(f"{key:<{width}}  {value}")
+            print(f"{key:<{width}}  {'-' if value is None else value}")
         if not r.ok:
             print(f"{'problems':<{width}}  {len(r.problems)} (run 'mappedpages check')")
-    return EXIT_OK
+    return EXIT_OK if r.ok else EXIT_PROBLEMS
 
 
 def _plural(n: int, word: str) -> str:
@@ -122,17 +122,19 @@ def _plural(n: int, word: str) -> str:
 def _cmd_check(args: argparse.Namespace) -> int:
     r = _inspect(args.file)
     notes = f", {_plural(len(r.notes), 'note')}" if r.notes else ""
-    if r.ok:
+    if args.json:
+        print(json.dumps({"file": r.path, "ok": r.ok, "problems": r.problems, "notes": r.notes}))
+    elif r.ok:
         print(
             f"{args.file}: OK, 0 problems (generation {r.generation}, {r.page_count} pages, "
-            f"{r.free_count} free, {_plural(r.groups, 'bitmap group')}{notes})"
+            f"{r.free_count} free, format {r.format_version}{notes})"
         )
     elif args.verbose:
         print(f"{args.file}: {_plural(len(r.problems), 'problem')}{notes}")
     else:
         more = "; --verbose lists all" if len(r.problems) > 1 or r.notes else ""
         print(f"{args.file}: {_plural(len(r.problems), 'problem')}{notes}: {r.problems[0]}{more}")
-    if args.verbose:
+    if args.verbose and not args.json:
         for problem in r.problems:
             print(f"  problem: {problem}")
         for note in r.notes:
@@ -145,15 +147,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _page_size(fd: int) -> int:
     """The page size named by the superblock; ``_Fail`` (exit 1) for a foreign file."""
-    head = os.pread(fd, fmt.IDENTITY.size, 0)
-    if len(head) < fmt.IDENTITY.size:
+    head = os.pread(fd, fmt.IDENTITY.size + 4, 0)
+    if len(head) < fmt.IDENTITY.size + 4:
         raise _Fail("not a mappedpages file: shorter than a superblock", EXIT_PROBLEMS)
-    magic, _version, page_size = fmt.IDENTITY.unpack(head)
-    if magic != fmt.MAGIC:
+    ident, _crc = fmt.unpack_identity(head)
+    if ident.magic != fmt.MAGIC:
         raise _Fail("not a mappedpages file: bad magic", EXIT_PROBLEMS)
-    if not fmt.valid_page_size(page_size):
-        raise _Fail(f"not a mappedpages file: invalid page size {page_size}", EXIT_PROBLEMS)
-    return int(page_size)
+    if not fmt.valid_page_size(ident.page_size):
+        raise _Fail(f"not a mappedpages file: invalid page size {ident.page_size}", EXIT_PROBLEMS)
+    return int(ident.page_size)
 
 
 def _parse_page(text: str, page_count: int) -> int:
@@ -210,6 +212,30 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- readers --------------------------------------------------------------------------------
+
+
+def _cmd_readers(args: argparse.Namespace) -> int:
+    import time
+
+    from . import readers
+
+    if not os.path.exists(args.file):
+        raise FileNotFoundError(2, "No such file or directory", args.file)
+    live = readers(args.file)
+    if args.json:
+        print(json.dumps([r._asdict() for r in live]))
+        return EXIT_OK
+    if not live:
+        print(f"{args.file}: no live snapshots")
+        return EXIT_OK
+    now = time.time()
+    print(f"{'pid':>8}  {'generation':>12}  age")
+    for r in sorted(live, key=lambda r: (r.generation, r.pid)):
+        print(f"{r.pid:>8}  {r.generation:>12}  {max(0.0, now - r.since):.1f} s")
+    return EXIT_OK
+
+
 # -- bench ----------------------------------------------------------------------------------
 
 
@@ -238,6 +264,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=raw,
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"mappedpages {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -256,8 +285,9 @@ def _parser() -> argparse.ArgumentParser:
     info = command(
         "info",
         "show a file's page size, counts and commit state",
-        "Show a file's geometry, page counts (data, protected, directory), generation and "
-        "active metadata copy.",
+        "Show a file's page size, page counts (data, protected, internal, pending), its "
+        "generation, commit record and checkpoint. Exits 1 when the file is damaged; with "
+        "--json, fields that cannot be read are null.",
         _cmd_info,
     )
     info.add_argument("file", metavar="FILE", help="a mappedpages file")
@@ -266,15 +296,28 @@ def _parser() -> argparse.ArgumentParser:
     check = command(
         "check",
         "verify every checksum and invariant (exit 0 if sound)",
-        "Verify every checksum and invariant of a file: superblock, both metadata copies, "
-        "every bitmap group and the protected-page directory. Prints one line with the number "
-        "of problems; shows progress on stderr for large files when stderr is a terminal.",
+        "Verify every checksum and invariant of a file: page 0, both commit records, every "
+        "block of the bitmap and directory trees, the record's log, every protected page's "
+        "content and the counts. Prints one line with the number of problems; shows progress "
+        "on stderr for large files when stderr is a terminal.",
         _cmd_check,
     )
     check.add_argument("file", metavar="FILE", help="a mappedpages file")
     check.add_argument(
         "-v", "--verbose", action="store_true", help="list every problem and note on its own line"
     )
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+
+    rd = command(
+        "readers",
+        "list the live snapshots of a file",
+        "List the snapshots other processes hold on a file (from its reader table): process "
+        "id, the generation each reads, and how long ago it was taken or refreshed. Snapshots "
+        "of processes that died are not listed.",
+        _cmd_readers,
+    )
+    rd.add_argument("file", metavar="FILE", help="a mappedpages file")
+    rd.add_argument("--json", action="store_true", help="print a JSON list")
 
     dump = command(
         "dump",

@@ -9,8 +9,7 @@ from typing import Any
 from .errors import Unavailable, WouldBlock
 from .handles import PageId, ProtectedPageId
 from .pager import Pager
-from .protected import AllocatedProtectedPageIter
-from .reader import AllocatedPageIter
+from .reader import AllocatedPageIter, AllocatedProtectedPageIter
 from .rwlock import RWLock
 
 __all__ = ["ConcurrentPager", "PagerReader"]

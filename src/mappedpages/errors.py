@@ -14,6 +14,7 @@ __all__ = [
     "MappedPageError",
     "OutOfBounds",
     "PageSizeMismatch",
+    "RecoveryWarning",
     "ReservedPage",
     "Unavailable",
     "WouldBlock",
@@ -37,15 +38,16 @@ class CorruptSuperblock(MappedPageError):
 
 
 class CorruptMetadata(MappedPageError):
-    """Neither metadata copy is valid, or the committed state breaks an invariant."""
+    """No commit record is valid, or the state it names is damaged or breaks an invariant."""
 
 
 class CorruptDirectoryIndex(MappedPageError):
-    """The protected-page directory index is unreadable."""
+    """The protected-page directory is unreadable (format 1's directory index)."""
 
 
 class CorruptProtectedDirectory(MappedPageError):
-    """Both copies of a protected-page directory block are invalid."""
+    """A block or an entry of the protected-page directory is damaged, or a protected page's
+    content does not match its checksum."""
 
 
 class OutOfBounds(MappedPageError, IndexError):
@@ -53,7 +55,8 @@ class OutOfBounds(MappedPageError, IndexError):
 
 
 class ReservedPage(MappedPageError, ValueError):
-    """An internal page (0, 1, 2, a bitmap copy, a directory page) used as a data page."""
+    """An internal page (0, 1, 2, a tree block, a protected page's content) used as a data
+    page."""
 
 
 class DoubleFree(MappedPageError):
@@ -61,7 +64,8 @@ class DoubleFree(MappedPageError):
 
 
 class DirectoryFull(MappedPageError):
-    """No room for another protected-page directory block."""
+    """No room for another protected page (format 2 has room for as many as the file has
+    pages; kept for code written against format 1)."""
 
 
 class Unavailable(MappedPageError):
@@ -74,3 +78,8 @@ class WouldBlock(MappedPageError):
 
 class FileLocked(MappedPageError, BlockingIOError):
     """Another Pager holds the file open for writing."""
+
+
+class RecoveryWarning(UserWarning):
+    """``Pager.open`` found the newest commit's state damaged and opened the commit before it
+    (``mappedpages check`` tells what is damaged)."""

@@ -1,7 +1,9 @@
 """The Pager: a file of fixed-size pages with crash-safe allocation (API.md, "Pager").
 
-The read side (views, iterators, opening a core) is shared with ReadOnlyPager in reader.py;
-this module adds everything that changes the file: allocation, protected writes, batches.
+The read side (views, iterators) is shared with ReadOnlyPager and Snapshot in reader.py; this
+module adds everything that changes the file: allocation, protected writes, batches, and the
+surface that libraries built on a pager use to follow its batches (``in_batch``,
+``on_commit``, ``on_rollback``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any
 
-from . import _backend
+from . import _backend, _v1
+from . import format as fmt
+from ._core_api import DATA
 from ._files import create_locked, open_locked
+from ._readertable import ReaderTable, WriterView
 from .aio import AsyncPagerMethods
-from .errors import DirectoryFull, DoubleFree, OutOfBounds, ReservedPage
+from .errors import DoubleFree, InvalidPageSize, OutOfBounds
 from .handles import (
     PageId,
     ProtectedPageId,
@@ -25,25 +30,37 @@ from .handles import (
     new_page_ids,
     new_protected_id,
 )
-from .protected import Directory, ProtectedPageWriter
-from .reader import AllocatedPageIter, PageReader, StrPath, _wrong_handle
+from .protected import ProtectedPageWriter
+from .reader import PageReader, StrPath, close_inherited, wrong_handle
+from .snapshot import Snapshot
 
-__all__ = ["AllocatedPageIter", "Pager"]
-
-T = TypeVar("T")
+__all__ = ["Pager", "ProtectedPages"]
 
 
 class Pager(PageReader, AsyncPagerMethods):
     """A file of fixed-size pages. Make one with ``Pager.create`` or ``Pager.open``."""
 
-    __slots__ = ("_async_lock", "_batch_depth", "_batch_doomed", "_then", "_undo", "_zero")
+    __slots__ = (
+        "_async_lock",
+        "_batch_depth",
+        "_batch_doomed",
+        "_fd",
+        "_serial",
+        "_serials",
+        "_table",
+        "_then",
+        "_undo",
+    )
 
+    _fd: int
     _batch_depth: int
     _batch_doomed: bool
     # what state kept beside the file (SubPageAllocator) runs when the batch commits or aborts
     _then: list[Callable[[], None]]
     _undo: list[Callable[[], None]]
-    _zero: bytes
+    _serial: int
+    _serials: dict[int, int]  # protected slot -> serial of its allocation (stale writers)
+    _table: ReaderTable | None
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -55,7 +72,7 @@ class Pager(PageReader, AsyncPagerMethods):
         page_size = check_page_size(page_size)
         spath = os.fspath(path)
         fd = create_locked(spath, page_size, _backend.CORE.crc32c)
-        return cls._attach(fd, spath, page_size, True, bool(sync), bool(preallocate))
+        return cls._attach(fd, spath, page_size, bool(sync), bool(preallocate))
 
     @classmethod
     def open(
@@ -70,20 +87,63 @@ class Pager(PageReader, AsyncPagerMethods):
         wanted = 0 if page_size is None else check_page_size(page_size)
         spath = os.fspath(path)
         fd = open_locked(spath)
-        return cls._attach(fd, spath, wanted, True, bool(sync), bool(preallocate))
+        return cls._attach(fd, spath, wanted, bool(sync), bool(preallocate))
 
-    def _opened(self) -> None:
+    @classmethod
+    def _attach(cls, fd: int, path: str, page_size: int, sync: bool, prealloc: bool) -> Pager:
+        module = _backend.CORE
+        try:
+            try:
+                core = module.open_core(
+                    fd, page_size, writable=True, sync=sync, preallocate=prealloc
+                )
+            except fmt.Version1:  # upgraded in one commit before anything else
+                v1 = _v1.load(fd, module.crc32c)
+                if page_size and page_size != v1.page_size:
+                    raise InvalidPageSize(
+                        f"the file's page size is {v1.page_size}, not {page_size}"
+                    ) from None
+                core = module.upgrade_core(fd, v1, sync=sync, preallocate=prealloc)
+        except BaseException:
+            os.close(fd)
+            raise
+        self = object.__new__(cls)
+        self._fd = fd
         self._batch_depth = 0
         self._batch_doomed = False
         self._then = []
         self._undo = []
-        self._zero = b""
+        self._serial = 0
+        self._serials = {}
         self._async_lock = threading.Lock()
-        if self._dir.needs_repair:  # leftovers of a commit that never completed
-            self._protected_op(lambda: None)
+        self._table = None
+        try:
+            mode = os.fstat(fd).st_mode
+            self._table = ReaderTable.open(path, core.file_id, mode, writer=True)
+            if self._table is not None:
+                view = WriterView(self._table, module.fence)
+                view.check_all()
+                core.attach_table(view if module.NAME == "python" else self._table)
+        except BaseException:
+            core.close()
+            os.close(fd)
+            raise
+        self._setup(core, path)
+        return self
 
-    def _closing(self) -> None:
+    def _closing(self, core: Any) -> None:
         self._batch_depth = 0
+        try:
+            core.close()
+        finally:
+            if self._table is not None:
+                self._table.close()
+                self._table = None
+            os.close(self._fd)
+
+    def _forked(self) -> None:
+        close_inherited(self._fd, *((self._table.fd,) if self._table is not None else ()))
+        self._table = None
 
     @property
     def protected(self) -> ProtectedPages:
@@ -99,12 +159,10 @@ class Pager(PageReader, AsyncPagerMethods):
         return new_page_id(index, self._ps)
 
     def free(self, pid: PageId) -> None:
+        """Free a page: one commit. A snapshot that still has it keeps reading it whole."""
         if type(pid) is not PageId or pid[1] != self._ps:
-            raise _wrong_handle(pid, PageId)
-        index = pid[0]
-        if index in self._internal:
-            raise ReservedPage(f"page {index} belongs to the protected-page directory")
-        self._core.free(index)
+            raise wrong_handle(pid, PageId)
+        self._core.free(pid[0])
         self._version += 1
 
     def alloc_bulk(self, n: int) -> list[PageId]:
@@ -121,13 +179,17 @@ class Pager(PageReader, AsyncPagerMethods):
         indices: list[int] = []
         for pid in ids:
             if type(pid) is not PageId or pid[1] != ps:
-                raise _wrong_handle(pid, PageId)
-            if pid[0] in self._internal:
-                raise ReservedPage(f"page {pid[0]} belongs to the protected-page directory")
+                raise wrong_handle(pid, PageId)
             indices.append(pid[0])
         if indices:
             self._core.free_bulk(indices)
             self._version += 1
+
+    def is_allocated(self, pid: PageId) -> bool:
+        """Whether ``pid`` is a data page in use (in the state being built, inside a batch)."""
+        if type(pid) is not PageId or pid[1] != self._ps:
+            raise wrong_handle(pid, PageId)
+        return bool(self._core.kind(pid[0]) == DATA)
 
     def get_page_mut(self, pid: PageId) -> memoryview:
         """Writable view of the page; ``flush`` makes what is written durable."""
@@ -141,25 +203,27 @@ class Pager(PageReader, AsyncPagerMethods):
 
     def alloc_protected(self) -> ProtectedPageId:
         """Allocate a protected page (content: zeros) in one commit."""
-        slot = self._protected_op(self._alloc_protected_one)
-        self._version += 1
-        return new_protected_id(slot, self._ps)
+        (slot,) = self._change(lambda: self._core.palloc(1))
+        return self._new_protected([slot])[0]
 
     def alloc_protected_bulk(self, n: int) -> list[ProtectedPageId]:
         """Allocate ``n`` protected pages in one commit: all of them or, on failure, none."""
         if check_count(n) == 0:
             return []
-        if n > self._dir.room():
-            raise DirectoryFull(f"room for {self._dir.room()} more protected pages, not {n}")
-        slots = self._protected_op(lambda: [self._alloc_protected_one() for _ in range(n)])
-        self._version += 1
-        ps = self._ps
+        return self._new_protected(self._change(lambda: self._core.palloc(n)))
+
+    def _new_protected(self, slots: list[int]) -> list[ProtectedPageId]:
+        ps, serials = self._ps, self._serials
+        for slot in slots:
+            self._serial += 1
+            serials[slot] = self._serial
         return [new_protected_id(s, ps) for s in slots]
 
     def free_protected(self, ppid: ProtectedPageId) -> None:
+        """Free a protected page in one commit."""
         slot = self._protected_slot(ppid)
-        self._protected_op(lambda: self._free_slots([slot]))
-        self._version += 1
+        self._change(lambda: self._core.pfree([slot]))
+        self._serials.pop(slot, None)
 
     def free_protected_bulk(self, ids: Iterable[ProtectedPageId]) -> None:
         """Free every id in one commit; one bad id (or a duplicate) frees nothing."""
@@ -172,123 +236,54 @@ class Pager(PageReader, AsyncPagerMethods):
             seen.add(slot)
             slots.append(slot)
         if slots:
-            self._protected_op(lambda: self._free_slots(slots))
-            self._version += 1
+            self._change(lambda: self._core.pfree(slots))
+            for slot in slots:
+                self._serials.pop(slot, None)
 
     def protected_writer(self, ppid: ProtectedPageId) -> ProtectedPageWriter:
         """A writer for the page (also ``ppid.get_mut(pager)``): stage, then commit."""
         slot = self._protected_slot(ppid)
-        start = self._dir.current_page(slot) * self._ps
+        start = self._core.ppage(slot) * self._ps
         content = self._core.mapping()[start : start + self._ps].tobytes()
-        return ProtectedPageWriter(self, ppid, self._dir.serial[slot], content)
+        return ProtectedPageWriter(self, ppid, self._serials.get(slot, 0), content)
 
     def _commit_protected(self, ppid: ProtectedPageId, serial: int, content: bytearray) -> None:
-        def write() -> None:
-            slot = self._protected_slot(ppid)
-            if self._dir.serial[slot] != serial:
-                raise OutOfBounds(f"protected page {slot} was freed since the writer was made")
-            target = self._dir.write_target(slot)
-            view = self._core.mapping()
-            view[target * self._ps : (target + 1) * self._ps] = content
-            self._core.stage([target])
+        slot = self._protected_slot(ppid)
+        if self._serials.get(slot, 0) != serial:
+            raise OutOfBounds(f"protected page {slot} was freed since the writer was made")
+        self._change(lambda: self._core.pwrite(slot, content))
 
-        self._protected_op(write)
-
-    def _alloc_protected_one(self) -> int:
-        d = self._dir
-        if not d.free_heap:
-            if len(d.blocks) >= d.max_blocks:
-                raise DirectoryFull("the protected-page directory is full")
-            if not d.index_pages[0]:
-                a, b = self._core.alloc_bulk(2)
-                d.create_index(a, b)
-                self._core.set_directory(a, b)
-            p0, p1 = self._core.alloc_bulk(2)
-            d.add_block(p0, p1)
-        pa, pb = self._core.alloc_bulk(2)
-        ps = self._ps
-        if len(self._zero) != ps:
-            self._zero = bytes(ps)
-        page = self._core.mapping()[pa * ps : (pa + 1) * ps]
-        # A page that reads as zeros is not written again: space reserved by growth and never
-        # written would otherwise have the file system convert its extent at the sync. It is
-        # listed all the same, so that zeros written but not yet synced land with the commit.
-        if page.tobytes() != self._zero:
-            page[:] = self._zero
-        self._core.stage([pa])
-        return d.take_slot(pa, pb)
-
-    def _free_slots(self, slots: list[int]) -> None:
-        pages: list[int] = []
-        for slot in slots:
-            pages.extend(self._dir.release_slot(slot))
-        self._core.free_bulk(pages)
-
-    def _protected_op(self, fn: Callable[[], T]) -> T:
-        """Run one directory change: its own commit, or part of the open batch."""
-        if self._batch_depth:
-            try:
-                return fn()
-            except BaseException:
-                self._batch_doomed = True  # the directory cannot undo one call inside a batch
-                raise
-        self._core.begin()
+    def _change(self, fn: Callable[[], Any]) -> Any:
+        """Run one change of the core: its own commit, or part of the open batch (which a
+        failure dooms: the core cannot undo one call inside a batch)."""
         try:
             result = fn()
         except BaseException:
-            self._abort()
+            if self._batch_depth:
+                self._batch_doomed = True
             raise
-        self._commit_all()
+        self._version += 1
         return result
 
-    def _commit_all(self) -> None:
-        """Commit the open batch together with the directory blocks it changed."""
-        core, d = self._core, self._dir
-        log = d.record_log()
-        if d.new:  # a new block zeroes its second copy's header: not a page that stays
-            core.two_barriers()
-        if d.dirty or d.index_dirty:
-            core.stage(d.write(core.mapping(), core.generation + 1, self._crc))
-        if log is not None:
-            core.set_log(log)
-        core.commit()
-        d.committed()
-        self._undo.clear()
-        then, self._then = self._then, []
-        for fn in then:
-            fn()
+    # -- batches -------------------------------------------------------------------------
 
-    def _abort(self) -> None:
-        """Return to the last committed state: the core's bitmap and the directory, then what
-        was registered with ``_on_rollback`` (latest first)."""
-        core = self._core
-        core.rollback()
-        self._n = core.page_count
-        self._version += 1
-        self._dir = Directory.load(core.mapping(), core, self._crc)
-        self._internal = self._dir.internal
-        self._then.clear()
-        undo, self._undo = self._undo, []
-        for fn in reversed(undo):
-            fn()
+    @property
+    def in_batch(self) -> bool:
+        """Whether a ``batch()`` is open: changes wait for its commit."""
+        return self._batch_depth > 0
 
-    def _on_rollback(self, undo: Callable[[], None]) -> None:
-        """Inside a batch, run ``undo`` if the batch is rolled back: for state kept beside the
-        file (``SubPageAllocator``) that must return with the file to the last commit."""
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Inside a batch, run ``undo`` if the batch is rolled back (latest registered first):
+        for state kept beside the file that must return with the file to the last commit, as
+        ``SubPageAllocator`` does. Outside a batch, nothing."""
         if self._batch_depth:
             self._undo.append(undo)
 
-    def _on_commit(self, then: Callable[[], None]) -> None:
-        """Inside a batch, run ``then`` once the batch has committed."""
+    def on_commit(self, then: Callable[[], None]) -> None:
+        """Inside a batch, run ``then`` once the batch has committed. Outside a batch,
+        nothing."""
         if self._batch_depth:
             self._then.append(then)
-
-    def flush(self, ids: Iterable[PageId] | None = None) -> None:
-        """Make data written through views durable: every page, or just ``ids``."""
-        if ids is None:
-            self._core.flush(None)
-        else:
-            self._core.flush([self._data_index(pid) for pid in ids])
 
     @contextmanager
     def batch(self) -> Iterator[Pager]:
@@ -322,7 +317,37 @@ class Pager(PageReader, AsyncPagerMethods):
             if not failed:
                 raise RuntimeError("the batch was rolled back: an inner batch raised")
         else:
-            self._commit_all()
+            self._core.commit()
+            self._undo.clear()
+            then, self._then = self._then, []
+            for fn in then:
+                fn()
+
+    def _abort(self) -> None:
+        """Return to the last committed state: the core's, then what was registered with
+        ``on_rollback`` (latest first)."""
+        self._core.rollback()
+        self._n = self._core.page_count
+        self._version += 1
+        self._then.clear()
+        undo, self._undo = self._undo, []
+        for fn in reversed(undo):
+            fn()
+
+    # -- durability and snapshots --------------------------------------------------------
+
+    def flush(self, ids: Iterable[PageId] | None = None) -> None:
+        """Make data written through views durable: every page, or just ``ids``."""
+        if ids is None:
+            self._core.flush(None)
+        else:
+            self._core.flush([self._data_index(pid) for pid in ids])
+
+    def snapshot(self) -> Snapshot:
+        """A snapshot of the last commit, readable from any thread while this pager goes on
+        committing: ``with pager.snapshot() as snap: ...``."""
+        self._check_live()
+        return Snapshot._of(self._core.snapshot(), self._path)
 
 
 class ProtectedPages:

@@ -1,26 +1,25 @@
-"""The read side shared by ``Pager`` and ``ReadOnlyPager``: opening, views, iteration.
+"""The read side shared by ``Pager``, ``ReadOnlyPager`` and ``Snapshot``: views, iteration,
+closing and fork handling.
 
 This layer checks handle types and page sizes, turns core indices into handles and hands out
-memoryviews; allocation state, validation of indices, commits and the mapping belong to the
-core (see _core_api.py), which is the C core or the pure-Python core.
+memoryviews; the state, the validation of indices and the mapping belong to the core (see
+_core_api.py): the writer's core for a ``Pager``, a snapshot core for the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NoReturn, TypeVar, Union
 
-from . import _backend
-from ._core_api import CoreModule
-from ._snapshot import Snapshot, load
+from ._core_api import INTERNAL
 from .errors import OutOfBounds, PageSizeMismatch, ReservedPage, Unavailable
-from .handles import PageId, ProtectedPageId, new_page_id
-from .protected import AllocatedProtectedPageIter, Directory
+from .handles import PageId, ProtectedPageId, new_page_id, new_protected_id
 
-__all__ = ["AllocatedPageIter", "PageReader"]
+__all__ = ["AllocatedPageIter", "AllocatedProtectedPageIter", "PageReader"]
 
 StrPath = Union[str, "os.PathLike[str]"]
 R = TypeVar("R", bound="PageReader")
@@ -49,11 +48,12 @@ _orphans: list[Any] = []
 
 
 def _after_fork_in_child() -> None:
-    for pager in list(_live):
-        _orphans.append(pager._core)
-        pager._core = _FORKED
-        pager._n = 0  # so that the next index check asks the core, and raises
-        pager._version += 1
+    for reader in list(_live):
+        _orphans.append(reader._core)
+        reader._core = _FORKED
+        reader._n = 0  # so that the next index check asks the core, and raises
+        reader._version += 1
+        reader._forked()
     _live.clear()
 
 
@@ -61,7 +61,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _wrong_handle(handle: object, expected: type) -> Exception:
+def close_inherited(*fds: int) -> None:
+    """Close a forked child's copies of descriptors. The parent keeps its locks: they belong
+    to the open file descriptions, which the parent still has."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def wrong_handle(handle: object, expected: type) -> Exception:
     if isinstance(handle, expected):
         return PageSizeMismatch(
             f"{handle!r} belongs to a pager of page size {handle[1]}"  # type: ignore[index]
@@ -70,82 +78,35 @@ def _wrong_handle(handle: object, expected: type) -> Exception:
 
 
 class PageReader:
-    """What every open file offers: sizes, views and iteration. Not made directly."""
+    """What every open file or snapshot offers: sizes, views and iteration. Not made directly."""
 
-    __slots__ = (
-        "__weakref__",
-        "_backend",
-        "_c",
-        "_c0",
-        "_core",
-        "_crc",
-        "_dir",
-        "_fd",
-        "_internal",
-        "_n",
-        "_path",
-        "_ps",
-        "_ro",
-        "_rw",
-        "_version",
-    )
+    __slots__ = ("__weakref__", "_core", "_n", "_path", "_ps", "_ro", "_rw", "_version")
 
-    _core: Any  # a Core, or a _DeadCore once the pager is unusable
-    _backend: CoreModule  # the core module it was opened with (_core_c or _core_py)
-    _fd: int
+    _core: Any  # a core, or a _DeadCore once the pager is unusable
     _path: str
     _ps: int
-    _c0: int
-    _c: int
     # A page count no larger than the core's: page counts only grow, except on rollback,
     # which refreshes it. Checking an index against it first keeps get_page off the core.
     _n: int
     _rw: memoryview
     _ro: memoryview
     _version: int
-    _dir: Directory
-    _internal: set[int]  # pages of the protected-page directory: never data pages
-    _crc: Callable[[Any], int]
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         name = type(self).__name__
         raise TypeError(f"use {name}.open(path, ...) (or Pager.create) to make a {name}")
 
-    @classmethod
-    def _attach(
-        cls: type[R], fd: int, path: str, page_size: int, writable: bool, sync: bool, prealloc: bool
-    ) -> R:
-        module = _backend.CORE
-        try:
-            snapshot = load(fd, page_size, module, writable=writable, sync=sync, prealloc=prealloc)
-        except BaseException:
-            os.close(fd)
-            raise
-        self = object.__new__(cls)
-        self._backend = module
-        self._fd = fd
+    def _setup(self, core: Any, path: str) -> None:
+        self._core = core
         self._path = path
-        core = snapshot.core
         self._ps = core.page_size
-        self._c0 = core.geometry.c0
-        self._c = core.geometry.c
         self._version = 0
-        self._crc = module.crc32c
-        self._adopt(snapshot)
-        self._opened()
-        _live.add(self)
-        return self
-
-    def _adopt(self, snapshot: Snapshot) -> None:
-        """Take ``snapshot`` as the open state (at open, and a reader's refresh)."""
-        self._core = snapshot.core
-        self._n = snapshot.core.page_count
-        self._dir = snapshot.directory
-        self._internal = snapshot.directory.internal
+        self._n = core.page_count
         self._remap()
+        _live.add(self)
 
-    def _opened(self) -> None:
-        """Hook for subclasses: set up their own state once the core is open."""
+    def _forked(self) -> None:
+        """Hook for subclasses: drop what a forked child must not use."""
 
     def close(self) -> None:
         """Release the file (a Pager makes everything durable first). Idempotent.
@@ -160,14 +121,11 @@ class PageReader:
         self._version += 1
         self._rw = self._ro = memoryview(b"")
         _live.discard(self)
-        self._closing()
-        try:
-            core.close()
-        finally:
-            os.close(self._fd)
+        self._closing(core)
 
-    def _closing(self) -> None:
-        """Hook for subclasses: forget state that ends with the open file."""
+    def _closing(self, core: Any) -> None:
+        """Release ``core`` and what else the subclass holds."""
+        core.close()
 
     def __enter__(self: R) -> R:
         return self
@@ -203,6 +161,12 @@ class PageReader:
         return int(self._core.free_count)
 
     @property
+    def generation(self) -> int:
+        """The generation of the commit this state is (a writer: its last commit)."""
+        self._check_live()
+        return int(self._core.generation)
+
+    @property
     def path(self) -> str:
         return self._path
 
@@ -211,14 +175,13 @@ class PageReader:
     def _data_index(self, pid: PageId) -> int:
         """The index of a data page that may be viewed; raises for anything else."""
         if type(pid) is not PageId or pid[1] != self._ps:
-            raise _wrong_handle(pid, PageId)
+            raise wrong_handle(pid, PageId)
         index: int = pid[0]
         if index >= self._n:
             self._n = n = self._core.page_count
             if index >= n:
                 raise OutOfBounds(f"page {index} is beyond the file ({n} pages)")
-        c0 = self._c0
-        if index < 3 or (index >= c0 and (index - c0) % self._c < 2) or index in self._internal:
+        if index < 3 or self._core.kind(index) == INTERNAL:
             raise ReservedPage(f"page {index} is internal to the file format")
         return index
 
@@ -231,8 +194,8 @@ class PageReader:
         return self._ro[start:end]
 
     def get_protected_page(self, ppid: ProtectedPageId) -> memoryview:
-        """Read-only view of the committed content; staged writes are not visible."""
-        start = self._dir.current_page(self._protected_slot(ppid)) * self._ps
+        """Read-only view of the protected page's content."""
+        start = self._core.ppage(self._protected_slot(ppid)) * self._ps
         end = start + self._ps
         if end > len(self._ro):
             self._remap()
@@ -246,14 +209,14 @@ class PageReader:
     def iter_allocated_protected_pages(self) -> AllocatedProtectedPageIter:
         """Ascending ids of the allocated protected pages."""
         self._check_live()
-        return AllocatedProtectedPageIter(self, self._dir, self._ps)
+        return AllocatedProtectedPageIter(self)
 
     def _protected_slot(self, ppid: ProtectedPageId) -> int:
         if type(ppid) is not ProtectedPageId or ppid[1] != self._ps:
-            raise _wrong_handle(ppid, ProtectedPageId)
+            raise wrong_handle(ppid, ProtectedPageId)
         self._check_live()
         slot: int = ppid[0]
-        if not self._dir.is_used(slot):
+        if not self._core.pused(slot):
             raise OutOfBounds(f"protected page {slot} is not allocated")
         return slot
 
@@ -270,39 +233,67 @@ class PageReader:
         self._ro = self._rw.toreadonly()
 
 
-class AllocatedPageIter(Iterator[PageId]):
-    """Iterator over allocated regular pages; invalid once the allocation state changes."""
+class _ScanIter:
+    """Ascending numbers from a core's scan, fetched in chunks; invalid once the state the
+    owner shows changes (its ``_version``)."""
 
-    __slots__ = ("_buf", "_next", "_pager", "_pos", "_version")
+    __slots__ = ("_buf", "_next", "_owner", "_pos", "_version")
 
-    def __init__(self, pager: PageReader) -> None:
-        self._pager = pager
-        self._version = pager._version
+    def __init__(self, owner: PageReader) -> None:
+        self._owner = owner
+        self._version = owner._version
         self._buf: list[int] = []
         self._pos = 0
-        self._next = 0  # first page index not yet scanned
+        self._next = 0  # first number not yet scanned
+
+    def _scan(self, start: int) -> list[int]:
+        raise NotImplementedError
+
+    def _number(self) -> int:
+        owner = self._owner
+        if owner._version != self._version:
+            if owner._closed_or_dead():
+                raise Unavailable("the pager was closed while iterating")
+            raise RuntimeError("allocation state changed during iteration")
+        if self._pos == len(self._buf):
+            if self._next < 0:
+                raise StopIteration
+            self._buf = self._scan(self._next)
+            self._pos = 0
+            if not self._buf:
+                self._next = -1
+                raise StopIteration
+            self._next = self._buf[-1] + 1
+        number = self._buf[self._pos]
+        self._pos += 1
+        return number
+
+
+class AllocatedPageIter(_ScanIter, Iterator[PageId]):
+    """Iterator over allocated regular pages; invalid once the allocation state changes."""
+
+    __slots__ = ()
 
     def __iter__(self) -> AllocatedPageIter:
         return self
 
+    def _scan(self, start: int) -> list[int]:
+        return self._owner._core.scan(start, _SCAN_CHUNK)  # type: ignore[no-any-return]
+
     def __next__(self) -> PageId:
-        pager = self._pager
-        if pager._version != self._version:
-            if pager._closed_or_dead():
-                raise Unavailable("the pager was closed while iterating")
-            raise RuntimeError("allocation state changed during iteration")
-        internal = pager._internal  # pages of the protected-page directory are not data pages
-        while True:
-            if self._pos == len(self._buf):
-                if self._next < 0:
-                    raise StopIteration
-                self._buf = pager._core.scan(self._next, _SCAN_CHUNK)
-                self._pos = 0
-                if not self._buf:
-                    self._next = -1
-                    raise StopIteration
-                self._next = self._buf[-1] + 1
-            index = self._buf[self._pos]
-            self._pos += 1
-            if index not in internal:
-                return new_page_id(index, pager._ps)
+        return new_page_id(self._number(), self._owner._ps)
+
+
+class AllocatedProtectedPageIter(_ScanIter, Iterator[ProtectedPageId]):
+    """Ascending ids of the allocated protected pages; invalid once allocation state changes."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> AllocatedProtectedPageIter:
+        return self
+
+    def _scan(self, start: int) -> list[int]:
+        return self._owner._core.pscan(start, _SCAN_CHUNK)  # type: ignore[no-any-return]
+
+    def __next__(self) -> ProtectedPageId:
+        return new_protected_id(self._number(), self._owner._ps)

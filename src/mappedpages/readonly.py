@@ -1,67 +1,122 @@
-"""ReadOnlyPager: a read-only view of a file, for any number of processes at once.
+"""ReadOnlyPager: a snapshot of one commit of a file, for any number of processes at once.
 
-It takes no lock, so it works while a writer has the file open. It sees the allocation state
-and the protected-page directory as committed when it was opened, or when ``refresh`` last
-took up what was committed since; the bytes of regular pages are the live page cache, as a
-writer's views are.
+It takes no lock the writer waits for. It registers the generation it reads in the reader
+table beside the file (_readertable.py), so that the writer, which never waits for it, writes
+no page it can reach; ``refresh()`` moves it to the newest commit.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from . import _backend, _v1
+from . import format as fmt
 from ._files import open_shared
-from ._snapshot import Snapshot, load, mark
+from ._readertable import ReaderTable, refresh, register
+from .errors import CorruptSuperblock
 from .handles import check_page_size
-from .reader import PageReader, StrPath
+from .reader import PageReader, StrPath, close_inherited
 
 __all__ = ["ReadOnlyPager"]
 
 
 class ReadOnlyPager(PageReader):
-    """A read-only mapping of a mappedpages file: ``ReadOnlyPager.open(path)``.
+    """A read-only snapshot of a mappedpages file: ``ReadOnlyPager.open(path)``.
 
     It has no mutating methods; its views are read-only memoryviews (writing raises
     ``TypeError``). ``PageId.get`` and ``ProtectedPageId.get`` work with it.
+
+    Without write access to the reader table (``<file>-readers``) it still opens, unregistered
+    (``registered`` is False): it then reads the commit that was newest at open or refresh,
+    but a writer running meanwhile may reuse the pages that commit's protected pages and
+    freed pages used, so it may read them changed.
     """
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_fd", "_slot", "_table")
 
-    _seen: bytes  # the commit records as they were when the state in use was loaded
+    _fd: int
+    _slot: int
+    _table: ReaderTable | None
 
     @classmethod
     def open(cls, path: StrPath, page_size: int | None = None) -> ReadOnlyPager:
-        """Open an existing file; ``page_size`` None takes it from the file."""
+        """A snapshot of the newest commit; never fails because a writer is committing."""
         wanted = 0 if page_size is None else check_page_size(page_size)
         spath = os.fspath(path)
         fd = open_shared(spath)
-        return cls._attach(fd, spath, wanted, False, False, False)
+        module = _backend.CORE
+        table: ReaderTable | None = None
+        slot = -1
+        try:
+            file_id = _file_id(fd)
+            if file_id is not None:
+                table = ReaderTable.open(spath, file_id, os.fstat(fd).st_mode)
+            if table is not None:
+                slot = table.claim()
+                core = register(table, slot, module, fd, wanted)
+            else:
+                try:
+                    core = module.open_snapshot(fd, wanted)
+                except fmt.Version1:  # read as it is: no format-1 writer can be running
+                    core = _v1.V1Snapshot(fd, wanted, module.crc32c)
+        except BaseException:
+            if table is not None:
+                if slot >= 0:
+                    table.release(slot)
+                table.close()
+            os.close(fd)
+            raise
+        self = object.__new__(cls)
+        self._fd, self._table, self._slot = fd, table, slot
+        self._setup(core, spath)
+        return self
 
-    def _adopt(self, snapshot: Snapshot) -> None:
-        super()._adopt(snapshot)
-        self._seen = snapshot.mark
+    @property
+    def registered(self) -> bool:
+        """Whether the writer sees this snapshot (it has a slot in the reader table)."""
+        return self._table is not None
 
     def refresh(self) -> bool:
-        """Take up what was committed since this reader opened the file (or last refreshed):
-        the allocation state, the page count and the protected-page directory.
+        """Move to the newest commit; returns False when there was none since.
 
-        Returns whether anything was committed since. Views taken before stay readable;
-        after a change, iterators started before raise ``RuntimeError``, as after any change
-        of state. On failure (say, the file was damaged meanwhile) the reader keeps the state
-        it had.
+        Views taken before stay readable, but the commit they showed is no longer kept whole
+        for them. After a change, iterators started before raise ``RuntimeError``, as after
+        any change of state. On failure (say, the file was damaged meanwhile) the reader keeps
+        the state it had.
         """
         self._check_live()
-        if mark(self._fd) == self._seen:  # no commit since: nothing to load
+        if not refresh(self._table, self._slot, self._core):
             return False
-        snapshot = load(
-            self._fd, self._ps, self._backend, writable=False, sync=False, prealloc=False
-        )
-        old = self._core
-        if snapshot.core.generation == old.generation:
-            snapshot.core.close()
-            self._seen = snapshot.mark
-            return False
-        self._adopt(snapshot)
+        self._n = self._core.page_count
         self._version += 1
-        old.close()
+        self._remap()
         return True
+
+    def _closing(self, core: Any) -> None:
+        try:
+            core.close()
+        finally:
+            if self._table is not None:
+                self._table.release(self._slot)
+                self._table.close()
+                self._table = None
+            os.close(self._fd)
+
+    def _forked(self) -> None:
+        if self._table is not None:
+            # its mapping holds a descriptor of its own: closed here, not left to the
+            # collector, so the child holds nothing of the open file description whose lock
+            # is the slot (a parent killed while the child lives on must not stay registered)
+            self._table.close()
+            self._table = None
+        close_inherited(self._fd)
+
+
+def _file_id(fd: int) -> bytes | None:
+    """The file id page 0 names (None for a format-1 file never upgraded, or a file whose
+    page 0 is damaged: opening the snapshot then says what is wrong)."""
+    try:
+        return fmt.Header(fd, 0, _backend.CORE.crc32c).file_id
+    except CorruptSuperblock:
+        return None

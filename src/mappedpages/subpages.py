@@ -186,13 +186,12 @@ class SubPageAllocator:
         self = cls(pager, sub_size)
         used = self._used
         parents = self._parents
-        core: Any = pager._core
         for sid in ids:
             index, bit = self._locate(sid)
             if index not in used:
                 parent = sid[0]
                 pager.get_page(parent)  # a data page inside the file, or it raises
-                if not core.is_allocated(index):
+                if not pager.is_allocated(parent):
                     raise OutOfBounds(f"parent {parent!r} of {sid!r} is not an allocated page")
                 used[index] = 0
                 parents[index] = parent
@@ -313,7 +312,7 @@ class SubPageAllocator:
 
     def _saved(self, pager: Pager, indices: Iterable[int]) -> list[_Saved]:
         """Inside a batch, these parents as they are now, for ``_remember``; else nothing."""
-        if not pager._batch_depth:
+        if not pager.in_batch:
             return []
         used, parents = self._used, self._parents
         return [(index, used.get(index), parents.get(index)) for index in indices]
@@ -322,7 +321,7 @@ class SubPageAllocator:
         """Inside a batch: if it is rolled back, put these parents back as ``saved`` has them
         (the first change of a parent in the batch saved it as it was when the batch began),
         and note the sub-pages ``born`` in it (freeing one of those holds nothing)."""
-        if not pager._batch_depth:
+        if not pager.in_batch:
             return
         born_masks = self._born
         for sid in born:
@@ -330,8 +329,8 @@ class SubPageAllocator:
             born_masks[index] = born_masks.get(index, 0) | 1 << sid[1]
         if not self._in_batch:
             self._in_batch = True
-            pager._on_commit(self._batch_committed)
-            pager._on_rollback(self._batch_ended)  # runs last: rollbacks run latest first
+            pager.on_commit(self._batch_committed)
+            pager.on_rollback(self._batch_ended)  # runs last: rollbacks run latest first
 
         def undo() -> None:
             if self._pager is None:  # given back meanwhile: nothing left to restore
@@ -346,7 +345,7 @@ class SubPageAllocator:
                     parents[index] = pid
                     self._offer(index)
 
-        pager._on_rollback(undo)
+        pager.on_rollback(undo)
 
     def _batch_committed(self) -> None:
         """The batch committed: what it freed may be handed out now."""
@@ -368,7 +367,7 @@ class SubPageAllocator:
         parent back to the pager and then calls ``_drop_parent``."""
         held = self._held.get(index, 0)
         born = self._born.get(index, 0)
-        if pager._batch_depth:
+        if pager.in_batch:
             held |= bits & ~born
         mask = self._used[index] & ~bits | held
         if not mask & ~held:
@@ -419,12 +418,12 @@ class SubPageAllocator:
             saved: list[_Saved] = [(pid[0], None, None)]
             sid = self._take_parents([pid], 1)[0]
         else:
-            saved = self._saved(pager, [index]) if pager._batch_depth else []
+            saved = self._saved(pager, [index]) if pager.in_batch else []
             mask = self._used[index]
             low = ~mask & (mask + 1)
             self._used[index] = mask | low
             sid = _new_sub_id(self._parents[index], low.bit_length() - 1, self._sub)
-        if pager._batch_depth:
+        if pager.in_batch:
             self._remember(pager, saved, [sid])
         return sid
 
@@ -481,7 +480,7 @@ class SubPageAllocator:
         """Free one sub-page; its parent goes back to the pager if it was the last one."""
         pager = self._live()
         index, bit = self._freeable(sid)
-        if pager._batch_depth or self._held:
+        if pager.in_batch or self._held:
             saved = self._saved(pager, [index])
             if not self._drop_slots(pager, index, bit):
                 pager.free(self._parents[index])  # first: if it refuses, nothing changed here

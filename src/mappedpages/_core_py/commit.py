@@ -1,0 +1,130 @@
+"""The commit sequence (docs/FORMAT.md, "A commit"), step by step. Mirrors csrc/commit.c:
+
+1. write:  the log carries this commit's words if they fit; otherwise a checkpoint writes the
+           changed leaves and the nodes above them to new pages (checkpoint.py);
+2. sync1:  make the staged pages and blocks durable (fdatasync after growth); skipped by a
+           one-barrier commit, whose record lists them with their checksums;
+3. flip:   write the record slot the record in force does not occupy;
+4. sync2:  make the record durable (a one-barrier commit: with everything it wrote);
+5. done:   adopt the new state in memory.
+
+A failure anywhere poisons the core: the file still holds a consistent state, but this process
+can no longer tell which one.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+from .. import format as fmt
+from . import alloc, checkpoint, log
+from .crc import crc32c
+from .state import State
+
+_OS_PAGE = mmap.PAGESIZE
+
+
+def pending(c: State) -> bool:
+    """Whether there is anything to commit."""
+    return c.words_start >= 0 or c.grew or c.forced
+
+
+def commit(c: State) -> None:
+    if not pending(c):
+        return
+    try:
+        single = write_step(c)
+        if not single:
+            sync1_step(c)
+        flip_step(c, single)
+        sync2_step(c, single)
+    except BaseException:
+        c.poisoned = True
+        raise
+    done_step(c)
+
+
+def autocommit(c: State) -> None:
+    if not c.in_batch:
+        commit(c)
+
+
+def write_step(c: State) -> bool:
+    """Log or checkpoint; returns whether the commit takes a single barrier."""
+    log.start(c)  # even a commit that changed nothing the log tells (growth alone) has a GEN
+    c.checkpointed = c.force_checkpoint or len(c.log) > fmt.log_room(c.geo.block)
+    if c.checkpointed:
+        checkpoint.write(c)
+    written = set(c.staged) | set(c.blocks)
+    return not c.grew and fmt.one_barrier_allowed(c.ps) and len(written) <= fmt.LISTED_MAX
+
+
+def _spans(c: State, pages: list[int]) -> list[tuple[int, int]]:
+    return [(p * c.ps, c.ps) for p in pages]
+
+
+def sync1_step(c: State) -> None:
+    barrier(c, "barrier1", _spans(c, c.staged + c.blocks))
+
+
+def flip_step(c: State, single: bool) -> None:
+    """Write the new record into the slot the record in force does not occupy."""
+    geo, counts = c.geo, c.counts
+    listed = b""
+    if single:
+        ps, mm = c.ps, c.mm
+        pages = sorted(set(c.staged) | set(c.blocks))
+        listed = b"".join(fmt.LISTED.pack(p, crc32c(mm[p * ps : (p + 1) * ps])) for p in pages)
+    broot, bcrc = c.bitmap.root()
+    droot, dcrc = c.directory.root()
+    rec = fmt.Record(
+        fmt.RECORD_MAGIC, 0, c.gen + 1, counts.n, counts.free, counts.data,
+        counts.slot_count, counts.slots_used,
+        c.gen + 1 if c.checkpointed else c.checkpoint,
+        broot, bcrc, c.bitmap.height, c.directory.height, fmt.FLAG_ONE_BARRIER if single else 0,
+        len(listed) // fmt.LISTED.size, droot, dcrc, 0, 0,
+    )  # fmt: skip
+    log_crc = crc32c(bytes(c.log[c.log_committed :]), c.log_crc_committed) if c.log else 0
+    raw = fmt.pack_record(geo.block, rec, listed, bytes(c.log), crc32c, log_crc)
+    page = c.record_pages[1 - c.rec]
+    c.mm[page * c.ps : page * c.ps + geo.block] = raw
+    c.next_log_crc = log_crc
+
+
+def sync2_step(c: State, single: bool) -> None:
+    page = c.record_pages[1 - c.rec]
+    spans = [(page * c.ps, c.geo.block)]
+    if single:
+        spans += _spans(c, c.staged + c.blocks)
+    barrier(c, "barrier2", spans)
+
+
+def done_step(c: State) -> None:
+    c.gen += 1
+    c.rec = 1 - c.rec
+    if c.checkpointed:
+        c.checkpoint = c.gen
+    c.committed = c.counts.copy()
+    c.log_committed = len(c.log)
+    c.log_crc_committed = c.next_log_crc
+    alloc.clear_commit(c)
+
+
+def barrier(c: State, kind: str, spans: list[tuple[int, int]]) -> None:
+    """Call the hook, then make ``spans`` (offset, length) of the mapping durable."""
+    if c.hook is not None:
+        c.hook(kind)
+    if not c.sync or not spans:
+        return
+    if kind == "barrier1" and c.grew:
+        os.fdatasync(c.fd)
+        return
+    msync(c, spans)
+
+
+def msync(c: State, spans: list[tuple[int, int]]) -> None:
+    """One msync(MS_SYNC) over the span of ``spans``, rounded out to whole OS pages."""
+    lo = min(off for off, _ in spans) // _OS_PAGE * _OS_PAGE
+    hi = (max(off + n for off, n in spans) + _OS_PAGE - 1) // _OS_PAGE * _OS_PAGE
+    c.mm.flush(lo, min(hi, len(c.mm)) - lo)
