@@ -176,6 +176,10 @@ static int pending(const mp_core *c) { return c->words_start >= 0 || c->grew || 
 
 int mp__commit(mp_core *c) {
     if (!pending(c)) return 0;
+    if (c->gen + 1 >= MP_GENERATION_LIMIT) { /* only a forged file gets here: 2^60 commits */
+        c->poisoned = 1;
+        return mp__fail(c, MP_E_VALUE, "the file is at the last generation a commit record can hold");
+    }
     int r = mp__step(c, MP_STEP_WRITE);
     if (r < 0) return r;
     for (int step = MP_STEP_SYNC1; step <= MP_STEP_DONE; step++) {

@@ -23,6 +23,7 @@
 #define MP_LISTED_MAX 8u
 #define MP_MAX_HEIGHT 8u
 #define MP_PAGE_LIMIT (1ull << 48)
+#define MP_GENERATION_LIMIT (1ull << 60) /* generations fit in a log word's 60 bits */
 #define MP_RUN_MAX 4096u
 
 #define MP_MAGIC "MAPPEDPG"

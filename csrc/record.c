@@ -21,7 +21,7 @@ int mp__record_valid(const unsigned char *x, const mp_geometry *g, uint64_t file
     if (r.log_crc != mp_crc32c(0, x + MP_LOG_OFFSET, r.log_len)) return (*why = "log checksum mismatch"), 0;
     if ((r.flags & ~MP_FLAG_ONE_BARRIER) || (r.listed && !r.flags)) return (*why = "bad flags"), -1;
     if (r.flags && !mp_one_barrier_allowed(g->page_size)) return (*why = "one barrier with large pages"), -1;
-    if (!(1 <= r.checkpoint && r.checkpoint <= r.generation) || r.generation >= (1ull << 60))
+    if (!(1 <= r.checkpoint && r.checkpoint <= r.generation) || r.generation >= MP_GENERATION_LIMIT)
         return (*why = "bad generations"), -1;
     if (r.page_count < 4 || r.page_count > MP_PAGE_LIMIT) return (*why = "bad page count"), -1;
     if (r.bitmap_height > MP_MAX_HEIGHT || r.dir_height > MP_MAX_HEIGHT) return (*why = "bad tree height"), -1;

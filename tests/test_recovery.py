@@ -270,3 +270,26 @@ def test_random_bit_flips_never_crash(core: str, path: str) -> None:
                 p.alloc()
         except mp.MappedPageError:
             pass
+
+
+def test_a_file_at_the_last_generation_refuses_to_commit(core: str, path: str) -> None:
+    # 2^60 commits take centuries: only a forged file is here, and a commit past it would
+    # write a record that no reader accepts (its state lost); the commit refuses instead
+    _two_commits(path)
+    slot, rec = _newest(path)
+    last = fmt.GENERATION_LIMIT - 1
+    raw = _read(path, (1 + slot) * 1024 + fmt.LOG_OFFSET, rec.log_len)
+    words = [w for (w,) in fmt.WORD.iter_unpack(raw)]
+    newest_gen = (fmt.GEN << fmt.KIND_SHIFT) | rec.generation
+    words[words.index(newest_gen)] = (fmt.GEN << fmt.KIND_SHIFT) | last
+    _forge(path, slot, log=b"".join(fmt.WORD.pack(w) for w in words), generation=last)
+    with mp.Pager.open(path) as p:
+        assert p.generation == fmt.GENERATION_LIMIT - 1
+        with pytest.raises(ValueError, match="last generation"):
+            p.alloc()
+        with pytest.raises(mp.Unavailable):
+            p.alloc()
+    with mp.Pager.open(path) as p:  # the last commit, unharmed
+        assert p.generation == fmt.GENERATION_LIMIT - 1
+        assert len(list(p.iter_allocated_pages())) == 8
+    check_ok(path)

@@ -30,6 +30,7 @@ ONE_BARRIER_MAX_PAGE = 65536
 LISTED_MAX = 8  # pages a one-barrier record lists
 MAX_HEIGHT = 8
 PAGE_LIMIT = 1 << 48  # page numbers (and slots) fit in 48 bits
+GENERATION_LIMIT = 1 << 60  # generations fit in a log word's 60 bits
 RUN_MAX = 4096  # pages in one log word
 
 # -- page 0: identity -------------------------------------------------------------------------
@@ -380,7 +381,7 @@ def read_record_slot(
         why = IMPOSSIBLE + "bad flags"
     elif rec.flags and not one_barrier_allowed(geo.page_size):
         why = IMPOSSIBLE + "one barrier with large pages"
-    elif not 1 <= rec.checkpoint <= rec.generation or rec.generation >= 1 << 60:
+    elif not 1 <= rec.checkpoint <= rec.generation or rec.generation >= GENERATION_LIMIT:
         why = IMPOSSIBLE + "bad generations"
     elif rec.page_count < 4 or rec.page_count > PAGE_LIMIT:
         why = IMPOSSIBLE + "bad page count"

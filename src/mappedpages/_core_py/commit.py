@@ -33,6 +33,9 @@ def pending(c: State) -> bool:
 def commit(c: State) -> None:
     if not pending(c):
         return
+    if c.gen + 1 >= fmt.GENERATION_LIMIT:  # only a forged file gets here: 2^60 commits
+        c.poisoned = True
+        raise ValueError("the file is at the last generation a commit record can hold")
     try:
         single = write_step(c)
         if not single:
