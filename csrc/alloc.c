@@ -12,13 +12,14 @@
 
 #include "core.h"
 
-#define ENTER(c) pthread_mutex_lock(&(c)->lock)
+#define ENTER mp__enter
 #define leave mp__leave
 #define usable mp__start_read
 #define start mp__start
 #define finish mp__finish
 
 int mp__leave(mp_core *c, int r) {
+    if (!c->in_batch) pthread_cond_broadcast(&c->batch_end);
     pthread_mutex_unlock(&c->lock);
     return r;
 }
@@ -323,7 +324,10 @@ int64_t mp_scan(mp_core *c, uint64_t start_page, uint64_t *out, uint64_t limit) 
 int mp_begin(mp_core *c) {
     ENTER(c);
     int r = start(c);
-    if (!r) c->in_batch = 1;
+    if (!r) {
+        c->in_batch = 1;
+        c->batch_owner = pthread_self();
+    }
     return leave(c, r);
 }
 
@@ -355,14 +359,17 @@ int mp_checkpoint_now(mp_core *c) {
 }
 
 int64_t mp_map_export(mp_core *c, char **addr, uint64_t *len) {
-    ENTER(c);
+    /* not ENTER: it changes no state a batch has, and its caller holds the lock of the
+     * exported mapping, which the batch's own thread may be waiting for */
+    pthread_mutex_lock(&c->lock);
     int r = usable(c);
     if (r) return leave(c, r);
     c->map_exported = 1;
     *addr = (char *)c->map;
     *len = c->map_len;
+    uint64_t epoch = c->map_epoch;
     pthread_mutex_unlock(&c->lock);
-    return (int64_t)c->map_epoch;
+    return (int64_t)epoch;
 }
 
 static int flush_all(mp_core *c) {

@@ -59,7 +59,12 @@ typedef struct {
 } mp_table;
 
 struct mp_core {
+    /* Every public function holds `lock`. A batch belongs to the thread that began it: other
+     * threads' calls wait on `batch_end` until it commits or rolls back, so that nothing they
+     * do joins it (and is then committed or rolled back with it). */
     pthread_mutex_t lock;
+    pthread_cond_t batch_end;
+    pthread_t batch_owner; /* while in_batch */
     int fd;
     int open, writable, sync, prealloc, manual;
     int closed, poisoned, in_batch;
@@ -149,6 +154,12 @@ struct mp_snap {
 };
 
 int mp__fail(mp_core *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The start of every public function on a writer: take the lock, then wait for another
+ * thread's batch to end. mp__leave releases it (and wakes the waiters once no batch is open). */
+static inline void mp__enter(mp_core *c) {
+    pthread_mutex_lock(&c->lock);
+    while (c->in_batch && !pthread_equal(c->batch_owner, pthread_self())) pthread_cond_wait(&c->batch_end, &c->lock);
+}
 int mp__fail_os(mp_core *c, int err, const char *what);
 int mp__map(mp_core *c, uint64_t len);
 

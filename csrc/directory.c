@@ -7,7 +7,7 @@
 #include "core.h"
 #include "crc32c.h"
 
-#define ENTER(c) pthread_mutex_lock(&(c)->lock)
+#define ENTER mp__enter
 
 uint32_t mp__zero_crc(uint32_t page_size) {
     static uint32_t size, crc; /* a single page size per process in practice; cheap otherwise */

@@ -35,6 +35,11 @@ mp_core *mp_new(void) {
         free(c);
         return NULL;
     }
+    if (pthread_cond_init(&c->batch_end, NULL)) {
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        return NULL;
+    }
     c->fd = -1;
     c->words_start = -1;
     return c;
@@ -80,6 +85,7 @@ void mp_free(mp_core *c) {
     free(c->log);
     mp__table_free(c->table);
     pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->batch_end);
     free(c);
 }
 

@@ -169,7 +169,7 @@ void mp__table_free(mp_table *t) {
 }
 
 int mp_attach_table(mp_core *c, int fd) {
-    pthread_mutex_lock(&c->lock);
+    mp__enter(c);
     int r = mp__start_read(c);
     if (r) return mp__leave(c, r);
     mp_table *t = calloc(1, sizeof *t);

@@ -269,7 +269,7 @@ int mp_snap_open(mp_snap *s, int fd, uint32_t page_size) {
 }
 
 int mp_snap_of(mp_snap *s, mp_core *c, const char *map, uint64_t map_len) {
-    pthread_mutex_lock(&c->lock);
+    mp__enter(c);
     int r = mp__start_read(c);
     if (r) {
         snprintf(s->msg, sizeof s->msg, "%s", c->msg);
@@ -567,8 +567,9 @@ int64_t mp_snap_map_export(mp_snap *s, char **addr, uint64_t *len) {
         *addr = (char *)s->map;
         *len = s->map_len;
     }
+    int64_t epoch = r ? r : (int64_t)s->map_epoch;
     pthread_mutex_unlock(&s->lock);
-    return r ? r : (int64_t)s->map_epoch;
+    return epoch;
 }
 
 const char *mp_snap_message(const mp_snap *s) { return s->msg; }

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
@@ -149,3 +152,49 @@ def test_forked_child_cannot_use_inherited_readers_or_protected_pages(core: str,
     ro.close()
     with mp.Pager.open(path) as again:
         assert bytes(again.get_protected_page(ppid)[:2]) == b"ok"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_that_lives_on_does_not_keep_the_file_locked(core: str, path: str) -> None:
+    p = mp.Pager.create(path, 1024)
+    small = mp.SubPageAllocator(p, 256)
+    kept = p.alloc()
+    busy = threading.Event()
+    release = threading.Event()
+
+    def hold_a_batch() -> None:  # another thread is inside a batch at the fork
+        with p.batch():
+            p.alloc()
+            busy.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_a_batch)
+    holder.start()
+    busy.wait(30)
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # lives on; its inherited pager raises instead of waiting for the batch
+        code = 0
+        for call in (p.alloc, lambda: p.free(kept), small.alloc, p.close):
+            try:
+                call()
+            except mp.Unavailable:
+                pass
+            except BaseException:
+                code = 1
+        os.write(write_fd, bytes([code]))
+        time.sleep(60)
+        os._exit(0)
+    try:
+        os.close(write_fd)
+        assert os.read(read_fd, 1) == b"\x00"
+        os.close(read_fd)
+        release.set()
+        holder.join(30)
+        p.close()
+        with mp.Pager.open(path) as again:  # at once: the child holds nothing of the file
+            assert kept in set(again.iter_allocated_pages())
+            again.alloc()
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

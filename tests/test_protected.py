@@ -136,10 +136,12 @@ def test_free_protected_bulk_is_atomic(pager: mp.Pager) -> None:
         pager.free_protected_bulk([ids[0], ids[1], ids[0]])
     assert pager.generation == gen  # nothing was committed
     pager.free_protected(ids[5])
-    with pytest.raises(mp.OutOfBounds):
+    with pytest.raises(mp.DoubleFree):
         pager.free_protected_bulk([ids[2], ids[5]])
-    with pytest.raises(mp.OutOfBounds):
+    with pytest.raises(mp.DoubleFree):  # freed twice, as for regular pages
         pager.free_protected(ids[5])
+    with pytest.raises(mp.OutOfBounds):  # never allocated
+        pager.free_protected(ProtectedPageId(1000, 1024))
     assert pager.generation == gen + 1
     assert list(pager.iter_allocated_protected_pages()) == ids[:5]
     pager.free_protected_bulk(ids[:5])
@@ -363,3 +365,18 @@ def test_damaged_directory_is_reported(core: str, path: str) -> None:
         mp.Pager.open(path)
     assert not check_file(path, mp.crc32c).ok
     os.unlink(path)
+
+
+def test_a_second_writer_of_one_page_cannot_undo_the_first(pager: mp.Pager) -> None:
+    ppid = pager.alloc_protected()
+    first, second = ppid.get_mut(pager), ppid.get_mut(pager)
+    first.page_mut()[:5] = b"first"
+    first.commit()
+    second.page_mut()[:6] = b"second"
+    with pytest.raises(mp.WriteConflict):
+        second.commit()  # it started from the content before "first": it would undo it
+    assert _content(pager, ppid)[:5] == b"first"
+    with ppid.get_mut(pager) as third:  # a writer made now starts from "first"
+        assert bytes(third.page_mut()[:5]) == b"first"
+        third.page_mut()[:5] = b"third"
+    assert _content(pager, ppid)[:5] == b"third"

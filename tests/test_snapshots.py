@@ -276,11 +276,10 @@ def test_a_forked_child_outliving_its_parent_does_not_keep_the_parents_slot(
         import os, sys, time
         import mappedpages as mp
         ro = mp.ReadOnlyPager.open(sys.argv[1])
-        child = os.fork()
-        if child == 0:
+        if os.fork() == 0:  # the child tells its pid once the fork hooks have run
+            print(os.getpid(), flush=True)
             time.sleep(120)
             os._exit(0)
-        print(child, flush=True)
         time.sleep(120)
         """
     )

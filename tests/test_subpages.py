@@ -185,7 +185,7 @@ def test_free_errors(pager: mp.Pager) -> None:
         sub.free(SubPageId(mp.PageId(parent.index, 4096), 0, 256))
     assert bytes(sub.get(a)) == bytes(256)  # still allocated after all of that
     sub.free(a)
-    with pytest.raises(mp.OutOfBounds):  # its parent went back to the pager
+    with pytest.raises(mp.DoubleFree):  # its parent went back to the pager
         sub.free(a)
     assert allocated(pager) == []
 
@@ -600,6 +600,7 @@ def test_randomized_against_a_model(pager: mp.Pager, seed: int, sub_size: int) -
 
     again = SubPageAllocator.restore(pager, sub_size, model)
     assert repr(again) == repr(sub)
+    again.into_pager()  # while it held the parents too, the pager would not free them
     sub.free_bulk(list(model))
     assert allocated(pager) == []
 
@@ -630,6 +631,7 @@ def test_a_rolled_back_batch_takes_the_allocator_back(pager: mp.Pager) -> None:
         assert bytes(sid.get(sub)) == pattern(sid, 128)
     again = SubPageAllocator.restore(pager, 128, live)
     assert repr(again) == repr(sub)
+    again.into_pager()
     fresh = sub.alloc()  # the lowest free slot of the part-full parent, as before the batch
     assert fresh.parent == live[-1].parent and fresh.slot == live[-1].slot + 1
     sub.free_bulk([*live, fresh])
@@ -708,3 +710,26 @@ def test_randomized_batches_against_a_model(pager: mp.Pager, seed: int) -> None:
         assert f"used={len(model)}>" in repr(sub)
         for _ in range(rng.randrange(0, 5)):  # and outside a batch
             step(model)
+
+
+def test_the_pager_will_not_free_a_parent_that_has_sub_pages(pager: mp.Pager) -> None:
+    sub = SubPageAllocator(pager, 256)
+    a = sub.alloc()
+    other = pager.alloc()
+    with pytest.raises(mp.PageInUse):
+        pager.free(a.parent)
+    with pytest.raises(mp.PageInUse):
+        pager.free_bulk([other, a.parent])  # nothing freed
+    assert pager.is_allocated(other) and bytes(sub.get(a)) == bytes(256)
+    assert pager.alloc() != a.parent
+    sub.free(a)  # the last sub-page: the parent goes back, through the allocator
+    assert not pager.is_allocated(a.parent)
+    b = sub.alloc()
+    sub.into_pager()  # given back: the pager no longer asks it
+    pager.free(b.parent)
+    keep = SubPageAllocator(pager, 256)
+    c = keep.alloc()
+    with pytest.raises(mp.PageInUse):
+        pager.free(c.parent)
+    del keep  # an allocator that is gone holds nothing: its parents are plain pages again
+    pager.free(c.parent)

@@ -65,10 +65,14 @@ static PyObject *crc32c(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
     (void)self;
     if (kwnames || nargs < 1 || nargs > 2) return call_fallback(args, nargs, kwnames);
     unsigned long crc = 0;
-    if (nargs == 2) {
-        if (!PyLong_Check(args[1])) return call_fallback(args, nargs, kwnames);
-        crc = PyLong_AsUnsignedLongMask(args[1]);
-        if (crc == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (nargs == 2) { /* anything but an int in [0, 2**32): the fallback says what is wrong */
+        if (!PyLong_CheckExact(args[1])) return call_fallback(args, nargs, kwnames);
+        crc = PyLong_AsUnsignedLong(args[1]);
+        if (crc == (unsigned long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return call_fallback(args, nargs, kwnames);
+        }
+        if (crc > 0xFFFFFFFFul) return call_fallback(args, nargs, kwnames);
     }
     PyObject *data = args[0];
     if (PyBytes_Check(data)) {

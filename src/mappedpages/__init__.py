@@ -21,11 +21,13 @@ from .errors import (
     InvalidPageSize,
     MappedPageError,
     OutOfBounds,
+    PageInUse,
     PageSizeMismatch,
     RecoveryWarning,
     ReservedPage,
     Unavailable,
     WouldBlock,
+    WriteConflict,
 )
 from .handles import MappedPage, PageId, ProtectedPageId
 from .pager import Pager, ProtectedPages
@@ -80,6 +82,7 @@ __all__ = [
     "PageAllocator",
     "PageHandle",
     "PageId",
+    "PageInUse",
     "PageSizeMismatch",
     "Pager",
     "PagerReader",
@@ -95,6 +98,7 @@ __all__ = [
     "SubPageId",
     "Unavailable",
     "WouldBlock",
+    "WriteConflict",
     "core",
     "crc32c",
     "readers",

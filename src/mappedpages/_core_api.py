@@ -59,6 +59,10 @@ class Reading(Protocol):
         """FREE, DATA or INTERNAL (OutOfBounds beyond page_count); a writer's core answers
         PENDING for a free page it may not reuse yet."""
 
+    # A core may also offer ``kind_raw(page)`` for 0 <= page < page_count, as cheap as it can
+    # be, for the views' index check: INTERNAL whenever kind() would say so; an answer of
+    # INTERNAL or a negative number sends the caller to kind() for the full story.
+
     def scan(self, start: int, limit: int) -> list[int]:
         """Up to ``limit`` data pages ``>= start``, ascending."""
 

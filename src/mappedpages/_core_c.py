@@ -7,12 +7,15 @@ and their contracts are declared in csrc/mappedpages.h.
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import format as fmt
+from ._core_py.crc import check_seed
 from ._mappedpages_c import ffi, lib
 from ._v1 import V1State
 from .errors import (
@@ -56,7 +59,7 @@ def _crc32c_cffi(data: Any, crc: int = 0) -> int:
             if isinstance(data, str):
                 raise TypeError("crc32c needs a bytes-like object, not str") from None
             data = memoryview(data).tobytes()
-    return lib.mp_crc32c(crc & 0xFFFFFFFF, data, len(data))  # type: ignore[no-any-return]
+    return lib.mp_crc32c(check_seed(crc), data, len(data))  # type: ignore[no-any-return]
 
 
 crc32c: Callable[..., int]
@@ -97,19 +100,23 @@ class _Mapped:
         self._owned = owned
         self._epoch = -1
         self.view = memoryview(b"")
+        # Threads remapping at once must not both take ownership of one mapping: each owner
+        # unmaps it when its views go, under the other's views.
+        self._lock = threading.Lock()
 
     def get(self, handle: Any, check: Callable[[int], int], writable: bool) -> memoryview:
-        epoch = self._epoch_of(handle)
-        if epoch != self._epoch:
-            addr = ffi.new("char **")
-            length = ffi.new("uint64_t *")
-            check(self._export(handle, addr, length))
-            # owned: the last view to go unmaps it; else the writer's mapping, kept by the caller
-            owner = ffi.gc(addr[0], _munmapper(length[0])) if self._owned else addr[0]
-            view = memoryview(ffi.buffer(owner, length[0]))
-            self.view = view if writable else view.toreadonly()
-            self._epoch = epoch
-        return self.view
+        with self._lock:
+            if self._epoch_of(handle) != self._epoch:
+                addr = ffi.new("char **")
+                length = ffi.new("uint64_t *")
+                epoch = check(self._export(handle, addr, length))  # of what it handed over
+                if epoch != self._epoch:
+                    # owned: the last view to go unmaps it; else the writer's, kept by the caller
+                    owner = ffi.gc(addr[0], _munmapper(length[0])) if self._owned else addr[0]
+                    view = memoryview(ffi.buffer(owner, length[0]))
+                    self.view = view if writable else view.toreadonly()
+                    self._epoch = epoch
+            return self.view
 
 
 class CCore:
@@ -128,6 +135,8 @@ class CCore:
         if raw == ffi.NULL:
             raise MemoryError("cannot allocate a core")
         self._c = ffi.gc(raw, lib.mp_free)
+        # kind() without the Python wrapper, for the views' index check (negative on error)
+        self.kind_raw = functools.partial(lib.mp_kind, self._c)
         flags = (
             (lib.MP_WRITABLE if writable else 0)
             | (lib.MP_SYNC if sync else 0)
@@ -351,8 +360,15 @@ class CCore:
         self._check(lib.mp_flush_pages(self._c, _u64s(pages), len(pages)))
 
     def snapshot(self) -> CSnapshot:
-        view = self.mapping()  # the snapshot reads this mapping, which it keeps alive
-        return CSnapshot._of(self, view)
+        while True:
+            view = self.mapping()  # the snapshot reads this mapping, which it keeps alive
+            epoch = self._map._epoch
+            try:
+                return CSnapshot._of(self, view)
+            except ValueError:
+                # another thread's call grew the file and remapped in between: take the new
+                if int(lib.mp_map_epoch(self._c)) == epoch:
+                    raise
 
     def attach_table(self, table: Any) -> None:
         self._check(lib.mp_attach_table(self._c, table.fd))
@@ -379,6 +395,7 @@ class CSnapshot:
         if raw == ffi.NULL:
             raise MemoryError("cannot allocate a snapshot")
         self._s = ffi.gc(raw, lib.mp_snap_free)
+        self.kind_raw = functools.partial(lib.mp_snap_kind, self._s)
         self._writer: CCore | None = None
         self._view: memoryview | None = None
         self._map = _Mapped(lib.mp_snap_map_export, lib.mp_snap_map_epoch, True)

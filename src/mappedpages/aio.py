@@ -1,9 +1,10 @@
 """The asyncio face of the Pager: each ``*_async`` method runs its call in a worker thread.
 
 A commit waits for the disk (two syncs); run on the event loop thread it would stall every
-other task for that long. The calls of one pager run one at a time, in the order they were
-awaited, through a lock of their own; do not mix them with synchronous calls from other
-threads without a ``ConcurrentPager``.
+other task for that long. The worker's call takes the pager's lock like any other call, so
+the async methods mix freely with plain calls from any thread. Inside a batch that the
+calling thread holds, the call runs at once on that thread instead: a worker would wait for
+the batch's lock, and the batch for the worker. Nothing inside a batch syncs anyway.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class AsyncPagerMethods:
 
     __slots__ = ()
 
-    _async_lock: threading.Lock
+    _batch_thread: int
 
     if TYPE_CHECKING:  # provided by Pager
 
@@ -41,14 +42,10 @@ class AsyncPagerMethods:
         def flush(self, ids: Iterable[PageId] | None = None) -> None: ...
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        lock = self._async_lock
-
-        def locked() -> T:
-            with lock:
-                return fn(*args)
-
+        if self._batch_thread == threading.get_ident():
+            return fn(*args)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(locked))
+        return await loop.run_in_executor(None, functools.partial(fn, *args))
 
     async def alloc_async(self) -> PageId:
         return await self._off_loop(self.alloc)

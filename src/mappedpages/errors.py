@@ -63,6 +63,16 @@ class DoubleFree(MappedPageError):
     """Freeing what is already free (also a duplicate inside one bulk call)."""
 
 
+class WriteConflict(MappedPageError):
+    """A protected page's writer commits after another writer of the same page committed
+    since it was made: committing would silently undo that write."""
+
+
+class PageInUse(MappedPageError, ValueError):
+    """Freeing through the pager a page that a structure built on it still uses (the parent
+    page of a ``SubPageAllocator``'s sub-pages): free it through that structure."""
+
+
 class DirectoryFull(MappedPageError):
     """No room for another protected page (format 2 has room for as many as the file has
     pages; kept for code written against format 1)."""

@@ -39,6 +39,14 @@ def _check_index(index: object) -> int:
     return index
 
 
+def _method(obj: object, name: str, what: str) -> Any:
+    """``obj.name``, or the TypeError a wrong argument deserves (not an AttributeError)."""
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise TypeError(f"expected {what}, got {type(obj).__name__}") from None
+
+
 def check_count(n: object) -> int:
     """The ``n`` of a bulk call: an int >= 0."""
     if isinstance(n, bool) or not isinstance(n, int):
@@ -95,11 +103,11 @@ class PageId(_Handle):
 
     def get(self, allocator: Any) -> memoryview:
         """Read-only view of this page in ``allocator`` (a Pager or ReadOnlyPager)."""
-        return allocator.get_page(self)  # type: ignore[no-any-return]
+        return _method(allocator, "get_page", "a Pager, ReadOnlyPager or Snapshot")(self)  # type: ignore[no-any-return]
 
     def get_mut(self, allocator: Pager) -> memoryview:
         """Writable view of this page in ``allocator``."""
-        return allocator.get_page_mut(self)
+        return _method(allocator, "get_page_mut", "a Pager")(self)  # type: ignore[no-any-return]
 
 
 class ProtectedPageId(_Handle):
@@ -114,11 +122,12 @@ class ProtectedPageId(_Handle):
 
     def get(self, allocator: Any) -> memoryview:
         """Read-only view of the committed content (a Pager or ReadOnlyPager)."""
-        return allocator.get_protected_page(self)  # type: ignore[no-any-return]
+        get = _method(allocator, "get_protected_page", "a Pager, ReadOnlyPager or Snapshot")
+        return get(self)  # type: ignore[no-any-return]
 
     def get_mut(self, allocator: Pager) -> ProtectedPageWriter:
         """A writer whose staged copy starts as the committed content."""
-        return allocator.protected_writer(self)
+        return _method(allocator, "protected_writer", "a Pager")(self)  # type: ignore[no-any-return]
 
 
 def new_protected_id(index: int, page_size: int, _new: Any = tuple.__new__) -> ProtectedPageId:

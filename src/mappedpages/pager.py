@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from . import _backend, _v1
 from . import format as fmt
-from ._core_api import DATA
+from ._core_api import DATA, INTERNAL
 from ._files import create_locked, open_locked
 from ._readertable import ReaderTable, WriterView
 from .aio import AsyncPagerMethods
-from .errors import DoubleFree, InvalidPageSize, OutOfBounds
+from .errors import DoubleFree, InvalidPageSize, OutOfBounds, PageInUse, WriteConflict
 from .handles import (
     PageId,
     ProtectedPageId,
@@ -41,10 +42,11 @@ class Pager(PageReader, AsyncPagerMethods):
     """A file of fixed-size pages. Make one with ``Pager.create`` or ``Pager.open``."""
 
     __slots__ = (
-        "_async_lock",
         "_batch_depth",
         "_batch_doomed",
+        "_batch_thread",
         "_fd",
+        "_free_checks",
         "_serial",
         "_serials",
         "_table",
@@ -55,11 +57,16 @@ class Pager(PageReader, AsyncPagerMethods):
     _fd: int
     _batch_depth: int
     _batch_doomed: bool
+    _batch_thread: int  # the thread whose batch is open (0: none)
     # what state kept beside the file (SubPageAllocator) runs when the batch commits or aborts
     _then: list[Callable[[], None]]
     _undo: list[Callable[[], None]]
     _serial: int
-    _serials: dict[int, int]  # protected slot -> serial of its allocation (stale writers)
+    # protected slot -> (serial of its allocation, writes committed since): a writer made
+    # before either changed may not commit
+    _serials: dict[int, tuple[int, int]]
+    # add_free_check(): what says a regular page is in use by a structure built on the pager
+    _free_checks: list[weakref.WeakMethod[Callable[[int], bool]]]
     _table: ReaderTable | None
 
     # -- opening and closing -------------------------------------------------------------
@@ -115,7 +122,8 @@ class Pager(PageReader, AsyncPagerMethods):
         self._undo = []
         self._serial = 0
         self._serials = {}
-        self._async_lock = threading.Lock()
+        self._batch_thread = 0
+        self._free_checks = []
         self._table = None
         try:
             mode = os.fstat(fd).st_mode
@@ -162,6 +170,8 @@ class Pager(PageReader, AsyncPagerMethods):
         """Free a page: one commit. A snapshot that still has it keeps reading it whole."""
         if type(pid) is not PageId or pid[1] != self._ps:
             raise wrong_handle(pid, PageId)
+        if self._free_checks:
+            self._check_not_held([pid[0]])
         self._core.free(pid[0])
         self._version += 1
 
@@ -169,6 +179,7 @@ class Pager(PageReader, AsyncPagerMethods):
         """Allocate ``n`` pages in one commit."""
         if check_count(n) == 0:
             return []
+        self._check_room(n)
         indices = self._core.alloc_bulk(n)
         self._version += 1
         return new_page_ids(indices, self._ps)
@@ -181,9 +192,17 @@ class Pager(PageReader, AsyncPagerMethods):
             if type(pid) is not PageId or pid[1] != ps:
                 raise wrong_handle(pid, PageId)
             indices.append(pid[0])
+        if self._free_checks:
+            self._check_not_held(indices)
         if indices:
             self._core.free_bulk(indices)
             self._version += 1
+
+    def _check_room(self, n: int) -> None:
+        """A count no file can hold is refused at once, the same way on both cores (the file
+        and its memory would give out long before)."""
+        if n > fmt.PAGE_LIMIT - self.page_count:
+            raise ValueError(f"{n} pages are more than a file can hold (2**48 pages)")
 
     def is_allocated(self, pid: PageId) -> bool:
         """Whether ``pid`` is a data page in use (in the state being built, inside a batch)."""
@@ -193,65 +212,122 @@ class Pager(PageReader, AsyncPagerMethods):
 
     def get_page_mut(self, pid: PageId) -> memoryview:
         """Writable view of the page; ``flush`` makes what is written durable."""
-        start = self._data_index(pid) * self._ps
-        end = start + self._ps
-        if end > len(self._rw):
+        if type(pid) is not PageId or pid[1] != self._ps:
+            raise wrong_handle(pid, PageId)
+        index: int = pid[0]
+        if not 3 <= index < self._n or not 0 <= self._kind(index) != INTERNAL:
+            index = self._data_index(pid)  # the common case above; this explains the rest
+        ps = self._ps
+        start = index * ps
+        if start + ps > len(self._rw):
             self._remap()
-        return self._rw[start:end]
+        return self._rw[start : start + ps]
+
+    def add_free_check(self, check: Callable[[int], bool]) -> None:
+        """Make ``free`` and ``free_bulk`` raise ``PageInUse`` for a page whose index
+        ``check(index)`` says a structure built on this pager still uses (``SubPageAllocator``
+        registers its parents). ``check`` is a bound method, held weakly: it goes with its
+        object. ``remove_free_check`` takes it back."""
+        self._free_checks.append(weakref.WeakMethod(check))
+
+    def remove_free_check(self, check: Callable[[int], bool]) -> None:
+        """Undo ``add_free_check(check)``."""
+        self._free_checks = [r for r in self._free_checks if r() not in (None, check)]
+
+    def _check_not_held(self, indices: list[int]) -> None:
+        for ref in self._free_checks:
+            check = ref()
+            if check is None:
+                continue
+            for index in indices:
+                if check(index):
+                    raise PageInUse(
+                        f"page {index} holds live sub-pages; free them through their allocator"
+                    )
 
     # -- protected pages -----------------------------------------------------------------
 
     def alloc_protected(self) -> ProtectedPageId:
         """Allocate a protected page (content: zeros) in one commit."""
-        (slot,) = self._change(lambda: self._core.palloc(1))
-        return self._new_protected([slot])[0]
+        with self._lock:
+            (slot,) = self._change(lambda: self._core.palloc(1))
+            return self._new_protected([slot])[0]
 
     def alloc_protected_bulk(self, n: int) -> list[ProtectedPageId]:
         """Allocate ``n`` protected pages in one commit: all of them or, on failure, none."""
         if check_count(n) == 0:
             return []
-        return self._new_protected(self._change(lambda: self._core.palloc(n)))
+        self._check_room(n)
+        with self._lock:
+            return self._new_protected(self._change(lambda: self._core.palloc(n)))
 
     def _new_protected(self, slots: list[int]) -> list[ProtectedPageId]:
         ps, serials = self._ps, self._serials
         for slot in slots:
             self._serial += 1
-            serials[slot] = self._serial
+            serials[slot] = (self._serial, 0)
         return [new_protected_id(s, ps) for s in slots]
 
     def free_protected(self, ppid: ProtectedPageId) -> None:
         """Free a protected page in one commit."""
-        slot = self._protected_slot(ppid)
-        self._change(lambda: self._core.pfree([slot]))
-        self._serials.pop(slot, None)
+        with self._lock:
+            slot = self._freeable_slot(ppid)
+            self._change(lambda: self._core.pfree([slot]))
+            self._serials.pop(slot, None)
 
     def free_protected_bulk(self, ids: Iterable[ProtectedPageId]) -> None:
         """Free every id in one commit; one bad id (or a duplicate) frees nothing."""
-        slots: list[int] = []
-        seen: set[int] = set()
-        for ppid in ids:
-            slot = self._protected_slot(ppid)
-            if slot in seen:
-                raise DoubleFree(f"protected page {slot} appears twice")
-            seen.add(slot)
-            slots.append(slot)
-        if slots:
-            self._change(lambda: self._core.pfree(slots))
-            for slot in slots:
-                self._serials.pop(slot, None)
+        ids = list(ids)
+        with self._lock:
+            slots: list[int] = []
+            seen: set[int] = set()
+            for ppid in ids:
+                slot = self._freeable_slot(ppid)
+                if slot in seen:
+                    raise DoubleFree(f"protected page {slot} appears twice")
+                seen.add(slot)
+                slots.append(slot)
+            if slots:
+                self._change(lambda: self._core.pfree(slots))
+                for slot in slots:
+                    self._serials.pop(slot, None)
 
     def protected_writer(self, ppid: ProtectedPageId) -> ProtectedPageWriter:
         """A writer for the page (also ``ppid.get_mut(pager)``): stage, then commit."""
-        slot = self._protected_slot(ppid)
-        start = self._core.ppage(slot) * self._ps
-        content = self._core.mapping()[start : start + self._ps].tobytes()
-        return ProtectedPageWriter(self, ppid, self._serials.get(slot, 0), content)
+        with self._lock:
+            slot = self._protected_slot(ppid)
+            start = self._core.ppage(slot) * self._ps
+            content = self._core.mapping()[start : start + self._ps].tobytes()
+            return ProtectedPageWriter(self, ppid, self._serials.get(slot, (0, 0)), content)
 
-    def _commit_protected(self, ppid: ProtectedPageId, serial: int, content: bytearray) -> None:
-        slot = self._protected_slot(ppid)
-        if self._serials.get(slot, 0) != serial:
-            raise OutOfBounds(f"protected page {slot} was freed since the writer was made")
-        self._change(lambda: self._core.pwrite(slot, content))
+    def _commit_protected(
+        self, ppid: ProtectedPageId, serial: tuple[int, int], content: bytearray
+    ) -> None:
+        with self._lock:
+            slot = self._protected_slot(ppid)
+            now = self._serials.get(slot, (0, 0))
+            if now[0] != serial[0]:
+                raise OutOfBounds(f"protected page {slot} was freed since the writer was made")
+            if now[1] != serial[1]:
+                raise WriteConflict(
+                    f"protected page {slot} was written by another writer since this one was "
+                    "made; committing would undo that write (make a new writer)"
+                )
+            self._change(lambda: self._core.pwrite(slot, content))
+            self._serials[slot] = (now[0], now[1] + 1)
+
+    def _freeable_slot(self, ppid: ProtectedPageId) -> int:
+        """The slot of a protected page that may be freed: DoubleFree for one freed already
+        (every slot below the slot count was allocated once), OutOfBounds beyond."""
+        if type(ppid) is not ProtectedPageId or ppid[1] != self._ps:
+            raise wrong_handle(ppid, ProtectedPageId)
+        self._check_live()
+        slot: int = ppid[0]
+        if not self._core.pused(slot):
+            if slot < self._core.slot_count:
+                raise DoubleFree(f"protected page {slot} is already free")
+            raise OutOfBounds(f"protected page {slot} was never allocated")
+        return slot
 
     def _change(self, fn: Callable[[], Any]) -> Any:
         """Run one change of the core: its own commit, or part of the open batch (which a
@@ -268,21 +344,30 @@ class Pager(PageReader, AsyncPagerMethods):
     # -- batches -------------------------------------------------------------------------
 
     @property
+    def lock(self) -> threading.RLock:
+        """The pager's re-entrant lock. Every call that keeps state beside the file's (the
+        protected pages', a batch's, a flush's) holds it, and a ``batch()`` holds it from start
+        to end; a structure built on the pager that keeps state of its own holds it around
+        each of its calls, as ``SubPageAllocator`` does, so that threads take turns with it."""
+        return self._lock
+
+    @property
     def in_batch(self) -> bool:
-        """Whether a ``batch()`` is open: changes wait for its commit."""
-        return self._batch_depth > 0
+        """Whether this thread has a ``batch()`` open: its changes wait for the commit. (While
+        one thread has a batch open, the other threads' calls wait for it to end.)"""
+        return self._batch_thread == threading.get_ident()
 
     def on_rollback(self, undo: Callable[[], None]) -> None:
         """Inside a batch, run ``undo`` if the batch is rolled back (latest registered first):
         for state kept beside the file that must return with the file to the last commit, as
         ``SubPageAllocator`` does. Outside a batch, nothing."""
-        if self._batch_depth:
+        if self._batch_thread == threading.get_ident():
             self._undo.append(undo)
 
     def on_commit(self, then: Callable[[], None]) -> None:
         """Inside a batch, run ``then`` once the batch has committed. Outside a batch,
         nothing."""
-        if self._batch_depth:
+        if self._batch_thread == threading.get_ident():
             self._then.append(then)
 
     @contextmanager
@@ -292,17 +377,24 @@ class Pager(PageReader, AsyncPagerMethods):
         If an exception leaves the block, none of it is kept. A batch inside a batch joins
         it; an exception leaving the inner block dooms the whole batch.
         """
-        core = self._core
-        if self._batch_depth == 0:
-            core.begin()
-            self._batch_doomed = False
-        self._batch_depth += 1
+        lock = self._lock
+        lock.acquire()  # held to the end: other threads' calls wait rather than join it
         try:
-            yield self
-        except BaseException:
-            self._end_batch(failed=True)
-            raise
-        self._end_batch(failed=False)
+            if self._batch_depth == 0:
+                self._core.begin()
+                self._batch_doomed = False
+                self._batch_thread = threading.get_ident()
+            self._batch_depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._end_batch(failed=True)
+                raise
+            self._end_batch(failed=False)
+        finally:
+            if self._batch_depth == 0:
+                self._batch_thread = 0
+            lock.release()
 
     def _end_batch(self, failed: bool) -> None:
         if self._batch_depth == 0:  # closed inside the block: close() rolled back
@@ -338,16 +430,20 @@ class Pager(PageReader, AsyncPagerMethods):
 
     def flush(self, ids: Iterable[PageId] | None = None) -> None:
         """Make data written through views durable: every page, or just ``ids``."""
-        if ids is None:
-            self._core.flush(None)
-        else:
-            self._core.flush([self._data_index(pid) for pid in ids])
+        if ids is not None:
+            ids = list(ids)
+        with self._lock:
+            if ids is None:
+                self._core.flush(None)
+            else:
+                self._core.flush([self._data_index(pid) for pid in ids])
 
     def snapshot(self) -> Snapshot:
         """A snapshot of the last commit, readable from any thread while this pager goes on
         committing: ``with pager.snapshot() as snap: ...``."""
-        self._check_live()
-        return Snapshot._of(self._core.snapshot(), self._path)
+        with self._lock:
+            self._check_live()
+            return Snapshot._of(self._core.snapshot(), self._path)
 
 
 class ProtectedPages:

@@ -28,7 +28,9 @@ class ProtectedPageWriter:
 
     __slots__ = ("_buf", "_done", "_pager", "_pid", "_serial")
 
-    def __init__(self, pager: Pager, pid: ProtectedPageId, serial: int, content: bytes) -> None:
+    def __init__(
+        self, pager: Pager, pid: ProtectedPageId, serial: tuple[int, int], content: bytes
+    ) -> None:
         self._pager = pager
         self._pid = pid
         self._serial = serial

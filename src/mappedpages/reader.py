@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ def _after_fork_in_child() -> None:
     for reader in list(_live):
         _orphans.append(reader._core)
         reader._core = _FORKED
+        reader._lock = threading.RLock()  # another thread may have held it at the fork
         reader._n = 0  # so that the next index check asks the core, and raises
         reader._version += 1
         reader._forked()
@@ -80,7 +82,18 @@ def wrong_handle(handle: object, expected: type) -> Exception:
 class PageReader:
     """What every open file or snapshot offers: sizes, views and iteration. Not made directly."""
 
-    __slots__ = ("__weakref__", "_core", "_n", "_path", "_ps", "_ro", "_rw", "_version")
+    __slots__ = (
+        "__weakref__",
+        "_core",
+        "_kind",
+        "_lock",
+        "_n",
+        "_path",
+        "_ps",
+        "_ro",
+        "_rw",
+        "_version",
+    )
 
     _core: Any  # a core, or a _DeadCore once the pager is unusable
     _path: str
@@ -91,13 +104,20 @@ class PageReader:
     _rw: memoryview
     _ro: memoryview
     _version: int
+    # Held by the calls that keep state of their own beside the core's (protected pages,
+    # batches, flushes, snapshots, closing) and, by a Pager's batch, from start to end. Each
+    # core call is atomic by itself (see _core_api), so reads and plain allocations skip it.
+    _lock: threading.RLock
+    _kind: Any  # the core's kind(), as directly as the core offers it (see _core_api.Reading)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         name = type(self).__name__
         raise TypeError(f"use {name}.open(path, ...) (or Pager.create) to make a {name}")
 
     def _setup(self, core: Any, path: str) -> None:
+        self._lock = threading.RLock()
         self._core = core
+        self._kind = getattr(core, "kind_raw", core.kind)
         self._path = path
         self._ps = core.page_size
         self._version = 0
@@ -113,15 +133,16 @@ class PageReader:
 
         Views taken before stay readable and safe.
         """
-        core = self._core
-        if isinstance(core, _DeadCore):
-            return
-        self._core = _CLOSED
-        self._n = 0  # so that the next index check asks the core, and raises
-        self._version += 1
-        self._rw = self._ro = memoryview(b"")
-        _live.discard(self)
-        self._closing(core)
+        with self._lock:
+            core = self._core
+            if isinstance(core, _DeadCore):
+                return
+            self._core = _CLOSED
+            self._n = 0  # so that the next index check asks the core, and raises
+            self._version += 1
+            self._rw = self._ro = memoryview(b"")
+            _live.discard(self)
+            self._closing(core)
 
     def _closing(self, core: Any) -> None:
         """Release ``core`` and what else the subclass holds."""
@@ -187,11 +208,16 @@ class PageReader:
 
     def get_page(self, pid: PageId) -> memoryview:
         """Read-only view of the page, straight into the mapping."""
-        start = self._data_index(pid) * self._ps
-        end = start + self._ps
-        if end > len(self._ro):
+        if type(pid) is not PageId or pid[1] != self._ps:
+            raise wrong_handle(pid, PageId)
+        index: int = pid[0]
+        if not 3 <= index < self._n or not 0 <= self._kind(index) != INTERNAL:
+            index = self._data_index(pid)  # the common case above; this explains the rest
+        ps = self._ps
+        start = index * ps
+        if start + ps > len(self._ro):
             self._remap()
-        return self._ro[start:end]
+        return self._ro[start : start + ps]
 
     def get_protected_page(self, ppid: ProtectedPageId) -> memoryview:
         """Read-only view of the protected page's content."""
@@ -249,12 +275,15 @@ class _ScanIter:
     def _scan(self, start: int) -> list[int]:
         raise NotImplementedError
 
+    def _changed(self) -> Exception:
+        if self._owner._closed_or_dead():
+            return Unavailable("the pager was closed while iterating")
+        return RuntimeError("allocation state changed during iteration")
+
     def _number(self) -> int:
         owner = self._owner
         if owner._version != self._version:
-            if owner._closed_or_dead():
-                raise Unavailable("the pager was closed while iterating")
-            raise RuntimeError("allocation state changed during iteration")
+            raise self._changed()
         if self._pos == len(self._buf):
             if self._next < 0:
                 raise StopIteration

@@ -9,6 +9,7 @@ remember its own sub-page ids and hand them to ``SubPageAllocator.restore`` afte
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Iterable
 from contextlib import suppress
 from operator import itemgetter
@@ -115,8 +116,10 @@ class SubPageAllocator:
     """
 
     __slots__ = (
+        "__weakref__",
         "_avail",
         "_born",
+        "_ever",
         "_full",
         "_held",
         "_in_batch",
@@ -124,6 +127,7 @@ class SubPageAllocator:
         "_pager",
         "_parents",
         "_ps",
+        "_releasing",
         "_slots",
         "_sub",
         "_used",
@@ -147,6 +151,11 @@ class SubPageAllocator:
     _born: dict[int, int]
     _held: dict[int, int]
     _in_batch: bool
+    # one bit per page that has ever been a parent here: freeing a sub-page of one that is no
+    # longer is a DoubleFree, of any other an OutOfBounds
+    _ever: bytearray
+    # parents being given back to the pager by this allocator itself (not "in use" then)
+    _releasing: frozenset[int]
 
     def __init__(self, pager: Pager, sub_size: int) -> None:
         if not isinstance(pager, Pager):
@@ -174,6 +183,9 @@ class SubPageAllocator:
         self._born = {}
         self._held = {}
         self._in_batch = False
+        self._ever = bytearray()
+        self._releasing = frozenset()
+        pager.add_free_check(self._holds)
 
     @classmethod
     def restore(cls, pager: Pager, sub_size: int, ids: Iterable[SubPageId]) -> SubPageAllocator:
@@ -184,6 +196,15 @@ class SubPageAllocator:
         allocated parents that ``ids`` does not mention stay the caller's business.
         """
         self = cls(pager, sub_size)
+        try:
+            self._restore(ids)
+        except BaseException:
+            pager.remove_free_check(self._holds)
+            raise
+        return self
+
+    def _restore(self, ids: Iterable[SubPageId]) -> None:
+        pager = self._live()
         used = self._used
         parents = self._parents
         for sid in ids:
@@ -195,6 +216,7 @@ class SubPageAllocator:
                     raise OutOfBounds(f"parent {parent!r} of {sid!r} is not an allocated page")
                 used[index] = 0
                 parents[index] = parent
+                self._mark(index)
             if used[index] & bit:
                 raise DoubleFree(f"{sid!r} is listed twice")
             used[index] |= bit
@@ -202,7 +224,6 @@ class SubPageAllocator:
         self._avail = [index for index, mask in used.items() if mask != full]
         heapq.heapify(self._avail)
         self._in_heap = set(self._avail)
-        return self
 
     # -- properties ----------------------------------------------------------------------
 
@@ -233,23 +254,51 @@ class SubPageAllocator:
 
     def into_pager(self) -> Pager:
         """Give the pager back; the allocator raises Unavailable from then on."""
-        pager = self._live()
-        self._pager = None
-        self._used = {}
-        self._parents = {}
-        self._avail = []
-        self._in_heap = set()
-        self._born = {}
-        self._held = {}
-        self._in_batch = False
-        return pager
+        with self._lock:
+            pager = self._live()
+            pager.remove_free_check(self._holds)
+            self._pager = None
+            self._used = {}
+            self._parents = {}
+            self._avail = []
+            self._in_heap = set()
+            self._born = {}
+            self._held = {}
+            self._in_batch = False
+            return pager
 
     # -- internals -----------------------------------------------------------------------
+
+    @property
+    def _lock(self) -> threading.RLock:
+        """The pager's lock (``pager.lock``), held by every call: the allocator's state changes
+        with the pager's, and another thread's batch, which holds it, keeps them out too.
+        Asked for each time, since a forked child's pager has a new one."""
+        return self._live().lock
+
+    def _holds(self, index: int) -> bool:
+        """Whether page ``index`` is a parent here (the pager then refuses to free it)."""
+        return index in self._used and index not in self._releasing
+
+    def _mark(self, index: int) -> None:
+        ever = self._ever
+        if index >> 3 >= len(ever):
+            ever.extend(bytes((index >> 3) + 1 - len(ever)))
+        ever[index >> 3] |= 1 << (index & 7)
+
+    def _give_back(self, pager: Pager, pids: list[PageId]) -> None:
+        """Free parents through the pager, which asks ``_holds`` first."""
+        self._releasing = frozenset(pid[0] for pid in pids)
+        try:
+            pager.free_bulk(pids)
+        finally:
+            self._releasing = frozenset()
 
     def _live(self) -> Pager:
         pager = self._pager
         if pager is None:
             raise Unavailable("the SubPageAllocator gave its pager back with into_pager()")
+        pager._check_live()  # a slot it has at hand is no answer once the pager is closed
         return pager
 
     def _locate(self, sid: object) -> tuple[int, int]:
@@ -284,7 +333,10 @@ class SubPageAllocator:
         index, bit = self._locate(sid)
         mask = self._used.get(index)
         if mask is None:
-            raise OutOfBounds(f"{sid!r} is not allocated")
+            ever = self._ever
+            if index >> 3 < len(ever) and ever[index >> 3] >> (index & 7) & 1:
+                raise DoubleFree(f"{sid!r} is already free")
+            raise OutOfBounds(f"{sid!r} was never allocated here")
         if not mask & bit or (self._held and self._held.get(index, 0) & bit):
             raise DoubleFree(f"{sid!r} is already free")
         return index, bit
@@ -402,6 +454,7 @@ class SubPageAllocator:
             index = pid[0]
             used[index] = (1 << take) - 1
             self._parents[index] = pid
+            self._mark(index)
             out.extend(_new_sub_id(pid, slot, sub) for slot in range(take))
             if take < slots:
                 self._offer(index)
@@ -411,124 +464,131 @@ class SubPageAllocator:
 
     def alloc(self) -> SubPageId:
         """One sub-page from the lowest parent with room, or from a new parent."""
-        pager = self._live()
-        index = self._lowest_available()
-        if index is None:
-            pid = pager.alloc()
-            saved: list[_Saved] = [(pid[0], None, None)]
-            sid = self._take_parents([pid], 1)[0]
-        else:
-            saved = self._saved(pager, [index]) if pager.in_batch else []
-            mask = self._used[index]
-            low = ~mask & (mask + 1)
-            self._used[index] = mask | low
-            sid = _new_sub_id(self._parents[index], low.bit_length() - 1, self._sub)
-        if pager.in_batch:
-            self._remember(pager, saved, [sid])
-        return sid
+        with self._lock:
+            pager = self._live()
+            index = self._lowest_available()
+            if index is None:
+                pid = pager.alloc()
+                saved: list[_Saved] = [(pid[0], None, None)]
+                sid = self._take_parents([pid], 1)[0]
+            else:
+                saved = self._saved(pager, [index]) if pager.in_batch else []
+                mask = self._used[index]
+                low = ~mask & (mask + 1)
+                self._used[index] = mask | low
+                sid = _new_sub_id(self._parents[index], low.bit_length() - 1, self._sub)
+            if pager.in_batch:
+                self._remember(pager, saved, [sid])
+            return sid
 
     def alloc_bulk(self, n: int) -> list[SubPageId]:
         """``n`` sub-pages; the new parents they need come from one ``pager.alloc_bulk``.
 
         On failure the allocator and the pager are left as they were.
         """
-        pager = self._live()
-        check_count(n)
-        used = self._used
-        sub = self._sub
-        out: list[SubPageId] = []
-        touched: list[tuple[int, int]] = []  # (parent index, mask before this call)
-        fresh: list[PageId] = []
-        try:
-            while len(out) < n:
-                index = self._lowest_available()
-                if index is None:
-                    break
-                mask = used[index]
-                slots = _low_slots(mask, min(n - len(out), self._slots - bin(mask).count("1")))
-                touched.append((index, mask))
-                for slot in slots:
-                    mask |= 1 << slot
-                used[index] = mask
-                parent = self._parents[index]
-                out.extend(_new_sub_id(parent, slot, sub) for slot in slots)
-            need = n - len(out)
-            if need:
-                fresh = pager.alloc_bulk(-(-need // self._slots))
-                out.extend(self._take_parents(fresh, need))
-        except BaseException:
-            for index, mask in reversed(touched):
-                used[index] = mask
-                self._offer(index)
-            for pid in fresh:
-                used.pop(pid[0], None)
-                self._parents.pop(pid[0], None)
-            if fresh:
-                # If the pager refuses this too, it is failing as a whole: the error that made
-                # this call fail is the one worth reporting, and the parents are merely leaked.
-                with suppress(Exception):
-                    pager.free_bulk(fresh)
-            raise
-        parents = self._parents
-        saved = [(index, mask, parents[index]) for index, mask in touched]
-        self._remember(pager, saved + [(pid[0], None, None) for pid in fresh], out)
-        return out
+        with self._lock:
+            pager = self._live()
+            check_count(n)
+            used = self._used
+            sub = self._sub
+            out: list[SubPageId] = []
+            touched: list[tuple[int, int]] = []  # (parent index, mask before this call)
+            fresh: list[PageId] = []
+            try:
+                while len(out) < n:
+                    index = self._lowest_available()
+                    if index is None:
+                        break
+                    mask = used[index]
+                    slots = _low_slots(mask, min(n - len(out), self._slots - bin(mask).count("1")))
+                    touched.append((index, mask))
+                    for slot in slots:
+                        mask |= 1 << slot
+                    used[index] = mask
+                    parent = self._parents[index]
+                    out.extend(_new_sub_id(parent, slot, sub) for slot in slots)
+                need = n - len(out)
+                if need:
+                    fresh = pager.alloc_bulk(-(-need // self._slots))
+                    out.extend(self._take_parents(fresh, need))
+            except BaseException:
+                for index, mask in reversed(touched):
+                    used[index] = mask
+                    self._offer(index)
+                for pid in fresh:
+                    used.pop(pid[0], None)
+                    self._parents.pop(pid[0], None)
+                if fresh:
+                    # If the pager refuses this too, it is failing as a whole: the error that made
+                    # this call fail is the one worth reporting, and the parents are merely leaked.
+                    with suppress(Exception):
+                        pager.free_bulk(fresh)
+                raise
+            parents = self._parents
+            saved = [(index, mask, parents[index]) for index, mask in touched]
+            self._remember(pager, saved + [(pid[0], None, None) for pid in fresh], out)
+            return out
 
     # -- freeing -------------------------------------------------------------------------
 
     def free(self, sid: SubPageId) -> None:
         """Free one sub-page; its parent goes back to the pager if it was the last one."""
-        pager = self._live()
-        index, bit = self._freeable(sid)
-        if pager.in_batch or self._held:
-            saved = self._saved(pager, [index])
-            if not self._drop_slots(pager, index, bit):
-                pager.free(self._parents[index])  # first: if it refuses, nothing changed here
-                self._drop_parent(index)
-            self._remember(pager, saved)
-            return
-        mask = self._used[index] ^ bit  # outside a batch nothing is held: the short way
-        if mask:
-            self._used[index] = mask
-            self._offer(index)
-        else:
-            # The pager goes first: if it refuses, the sub-page is still allocated here too.
-            pager.free(self._parents[index])
-            del self._used[index]
-            del self._parents[index]
+        with self._lock:
+            pager = self._live()
+            index, bit = self._freeable(sid)
+            if pager.in_batch or self._held:
+                saved = self._saved(pager, [index])
+                if not self._drop_slots(pager, index, bit):
+                    # first: if it refuses, nothing changed here
+                    self._give_back(pager, [self._parents[index]])
+                    self._drop_parent(index)
+                self._remember(pager, saved)
+                return
+            mask = self._used[index] ^ bit  # outside a batch nothing is held: the short way
+            if mask:
+                self._used[index] = mask
+                self._offer(index)
+            else:
+                # The pager goes first: if it refuses, the sub-page is still allocated here too.
+                self._give_back(pager, [self._parents[index]])
+                del self._used[index]
+                del self._parents[index]
 
     def free_bulk(self, ids: Iterable[SubPageId]) -> None:
         """Free every id; one bad id or a duplicate frees nothing.
 
         Parents left empty go back to the pager in one ``pager.free_bulk``.
         """
-        pager = self._live()
-        freeing: dict[int, int] = {}  # parent index -> bits to clear
-        for sid in list(ids):
-            index, bit = self._freeable(sid)
-            bits = freeing.get(index, 0)
-            if bits & bit:
-                raise DoubleFree(f"{sid!r} is listed twice")
-            freeing[index] = bits | bit
-        emptied = [i for i, bits in freeing.items() if not self._live_slots(i) & ~bits]
-        saved = self._saved(pager, freeing)
-        if emptied:
-            pager.free_bulk([self._parents[index] for index in emptied])
-        for index, bits in freeing.items():
-            if not self._drop_slots(pager, index, bits):
-                self._drop_parent(index)
-        self._remember(pager, saved)
+        with self._lock:
+            pager = self._live()
+            freeing: dict[int, int] = {}  # parent index -> bits to clear
+            for sid in list(ids):
+                index, bit = self._freeable(sid)
+                bits = freeing.get(index, 0)
+                if bits & bit:
+                    raise DoubleFree(f"{sid!r} is listed twice")
+                freeing[index] = bits | bit
+            emptied = [i for i, bits in freeing.items() if not self._live_slots(i) & ~bits]
+            saved = self._saved(pager, freeing)
+            if emptied:
+                self._give_back(pager, [self._parents[index] for index in emptied])
+            for index, bits in freeing.items():
+                if not self._drop_slots(pager, index, bits):
+                    self._drop_parent(index)
+            self._remember(pager, saved)
 
     # -- views ---------------------------------------------------------------------------
 
     def get(self, sid: SubPageId) -> memoryview:
         """Read-only view of the sub-page, straight into the mapping."""
-        parent = self._used_slot(sid)
-        start = sid[1] * self._sub
-        return self._live().get_page(parent)[start : start + self._sub]
+        with self._lock:
+            parent = self._used_slot(sid)
+            start = sid[1] * self._sub
+            return self._live().get_page(parent)[start : start + self._sub]
 
     def get_mut(self, sid: SubPageId) -> memoryview:
         """Writable view of the sub-page; ``pager.flush`` makes what is written durable."""
-        parent = self._used_slot(sid)
-        start = sid[1] * self._sub
-        return self._live().get_page_mut(parent)[start : start + self._sub]
+        with self._lock:
+            parent = self._used_slot(sid)
+            start = sid[1] * self._sub
+            return self._live().get_page_mut(parent)[start : start + self._sub]

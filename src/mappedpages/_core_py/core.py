@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .. import format as fmt
 from .._v1 import V1State
@@ -18,6 +19,11 @@ from .snapshot import Snapshot
 from .state import State
 
 T = TypeVar("T")
+
+
+def _free_one(c: State, page: int) -> None:
+    alloc.check_freeable(c, page)
+    alloc.release(c, page)
 
 
 class PyCore:
@@ -32,6 +38,11 @@ class PyCore:
         prealloc: bool,
         v1: V1State | None = None,
     ) -> None:
+        # Each public method holds the lock, as the C core's functions hold theirs; a batch
+        # holds it from begin() to commit() or rollback(), so that other threads' calls wait
+        # for it to end instead of joining it.
+        self._lock = threading.RLock()
+        self._batch_held = False
         self._c = c = State(fd, writable, sync, prealloc)
         if v1 is None:
             open_file(c, page_size)
@@ -89,19 +100,15 @@ class PyCore:
 
     # -- regular pages --------------------------------------------------------------------
 
-    def _start(self) -> State:
+    def _change(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one mutating call, ``fn(state, *args)`` (the frame of the C core's public
+        functions): commit it, or, when it fails outside a batch, take back what it changed."""
         c = self._c
         c.writer()
         if not c.in_batch:
             pending.release(c)
-        return c
-
-    def _change(self, fn: Callable[[State], T]) -> T:
-        """Run one mutating call (the frame of the C core's public functions): commit it, or,
-        when it fails outside a batch, take back what it changed."""
-        c = self._start()
         try:
-            result = fn(c)
+            result = fn(c, *args)
         except BaseException:
             if not c.in_batch and not c.poisoned:
                 alloc.rollback(c)
@@ -110,165 +117,213 @@ class PyCore:
         return result
 
     def alloc(self) -> int:
-        return self._change(lambda c: alloc.take_lowest(c, False))
+        with self._lock:
+            return self._change(alloc.take_lowest, False)
 
     def alloc_bulk(self, n: int) -> list[int]:
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        if n > fmt.PAGE_LIMIT - self._c.counts.n:
-            raise ValueError(f"{n} pages are more than a file can hold")
+        with self._lock:
+            if n < 0:
+                raise ValueError("n must be >= 0")
+            if n > fmt.PAGE_LIMIT - self._c.counts.n:
+                raise ValueError(f"{n} pages are more than a file can hold")
 
-        def bulk(c: State) -> list[int]:
-            free = c.counts.free - len(c.held)  # pending pages are free but not to be had yet
-            if n > free:
-                alloc.grow(c, n - free)
-            return [alloc.take_lowest(c, False) for _ in range(n)]
+            def bulk(c: State) -> list[int]:
+                free = c.counts.free - len(c.held)  # pending pages are free but not to be had yet
+                if n > free:
+                    alloc.grow(c, n - free)
+                return [alloc.take_lowest(c, False) for _ in range(n)]
 
-        return self._change(bulk)
+            return self._change(bulk)
 
     def free(self, page: int) -> None:
-        def one(c: State) -> None:
-            alloc.check_freeable(c, page)
-            alloc.release(c, page)
-
-        self._change(one)
+        with self._lock:
+            self._change(_free_one, page)
 
     def free_bulk(self, pages: Sequence[int]) -> None:
-        def bulk(c: State) -> None:
-            seen: set[int] = set()
-            for page in pages:
-                alloc.check_freeable(c, page)
-                if page in seen:
-                    raise DoubleFree(f"page {page} appears twice")
-                seen.add(page)
-            for page in sorted(seen):
-                alloc.release(c, page)
+        with self._lock:
 
-        self._change(bulk)
+            def bulk(c: State) -> None:
+                seen: set[int] = set()
+                for page in pages:
+                    alloc.check_freeable(c, page)
+                    if page in seen:
+                        raise DoubleFree(f"page {page} appears twice")
+                    seen.add(page)
+                for page in sorted(seen):
+                    alloc.release(c, page)
+
+            self._change(bulk)
 
     def kind(self, page: int) -> int:
-        self._c.live()
-        return alloc.kind(self._c, page)
+        with self._lock:
+            self._c.live()
+            return alloc.kind(self._c, page)
+
+    def kind_raw(self, page: int) -> int:
+        """The views' check, without the lock (see _core_api.Reading): INTERNAL when the
+        page's internal bit is set (kind() then tells in full), else DATA. It reads one byte
+        of a bitmap, which is atomic under the GIL."""
+        internal = self._c.internal
+        i = page >> 3
+        if i >= len(internal):
+            return -1  # the caller's full check explains
+        return alloc.INTERNAL if internal[i] >> (page & 7) & 1 else alloc.DATA
 
     def is_allocated(self, page: int) -> bool:
         """Whether ``page`` is a data page in use."""
         return self.kind(page) == alloc.DATA
 
     def scan(self, start: int, limit: int) -> list[int]:
-        self._c.live()
-        return alloc.scan(self._c, start, limit)
+        with self._lock:
+            self._c.live()
+            return alloc.scan(self._c, start, limit)
 
     # -- protected pages ------------------------------------------------------------------
 
     def palloc(self, n: int) -> list[int]:
-        return self._change(lambda c: directory.palloc(c, n))
+        with self._lock:
+            return self._change(lambda c: directory.palloc(c, n))
 
     def pfree(self, slots: Sequence[int]) -> None:
-        self._change(lambda c: directory.pfree(c, slots))
+        with self._lock:
+            self._change(lambda c: directory.pfree(c, slots))
 
     def pwrite(self, slot: int, content: bytes) -> None:
-        data = bytes(content)
-        self._change(lambda c: directory.pwrite(c, slot, data))
+        with self._lock:
+            data = bytes(content)
+            self._change(lambda c: directory.pwrite(c, slot, data))
 
     def ppage(self, slot: int) -> int:
-        self._c.live()
-        return directory.ppage(self._c, slot)
+        with self._lock:
+            self._c.live()
+            return directory.ppage(self._c, slot)
 
     def pused(self, slot: int) -> bool:
-        self._c.live()
-        return directory.is_used(self._c, slot)
+        with self._lock:
+            self._c.live()
+            return directory.is_used(self._c, slot)
 
     def pscan(self, start: int, limit: int) -> list[int]:
-        self._c.live()
-        return directory.pscan(self._c, start, limit)
+        with self._lock:
+            self._c.live()
+            return directory.pscan(self._c, start, limit)
 
     # -- batches and commits --------------------------------------------------------------
 
     def begin(self) -> None:
-        alloc.begin(self._c)
+        self._lock.acquire()
+        try:
+            alloc.begin(self._c)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._batch_held = True
+
+    def _end_batch(self) -> None:
+        if self._batch_held:
+            self._batch_held = False
+            self._lock.release()
 
     def commit(self) -> None:
-        c = self._c
-        c.writer()
-        c.in_batch = False
-        commit.commit(c)
+        with self._lock:
+            try:
+                c = self._c
+                c.writer()
+                c.in_batch = False
+                commit.commit(c)
+            finally:
+                self._end_batch()
 
     def rollback(self) -> None:
-        self._c.live()
-        alloc.rollback(self._c)
+        with self._lock:
+            try:
+                self._c.live()
+                alloc.rollback(self._c)
+            finally:
+                self._end_batch()
 
     def reclaim(self) -> None:
-        c = self._c
-        c.writer()
-        if not c.in_batch:
-            pending.release(c)
+        with self._lock:
+            c = self._c
+            c.writer()
+            if not c.in_batch:
+                pending.release(c)
 
     def checkpoint_now(self) -> None:
         """Make the next commit a checkpoint, and commit."""
 
-        def force(c: State) -> None:
-            c.force_checkpoint = c.forced = True
+        with self._lock:
 
-        self._change(force)
+            def force(c: State) -> None:
+                c.force_checkpoint = c.forced = True
+
+            self._change(force)
 
     # -- the mapping, durability, snapshots -----------------------------------------------
 
     def mapping(self) -> memoryview:
-        c = self._c
-        c.live()
-        view = memoryview(c.mm)
-        return view if c.writable else view.toreadonly()
+        with self._lock:
+            c = self._c
+            c.live()
+            view = memoryview(c.mm)
+            return view if c.writable else view.toreadonly()
 
     def flush(self, pages: Sequence[int] | None = None) -> None:
-        c = self._c
-        c.live()
-        if c.hook is not None:
-            c.hook("flush")
-        if pages is None:
-            c.mm.flush()
-            os.fdatasync(c.fd)
-            return
-        for page in pages:
-            c.check_page(page)
-        if pages:  # one msync over the pages' span: one barrier however many pages
-            commit.msync(c, [(p * c.ps, c.ps) for p in pages])
+        with self._lock:
+            c = self._c
+            c.live()
+            if c.hook is not None:
+                c.hook("flush")
+            if pages is None:
+                c.mm.flush()
+                os.fdatasync(c.fd)
+                return
+            for page in pages:
+                c.check_page(page)
+            if pages:  # one msync over the pages' span: one barrier however many pages
+                commit.msync(c, [(p * c.ps, c.ps) for p in pages])
 
     def snapshot(self) -> Snapshot:
         """A snapshot of the last commit, registered so that the writer keeps it whole."""
-        c = self._c
-        c.live()
-        gen = pending.pin(c)
-        page = c.record_pages[c.rec]
-        raw = bytes(c.mm[page * c.ps : page * c.ps + c.geo.block])
-        slot = fmt.read_record_slot(raw, c.rec, page, c.geo, len(c.mm), crc32c)
-        if slot.header is None or slot.header.generation != gen:
-            pending.unpin(c, gen)
-            raise OutOfBounds(f"the record in force does not read back ({slot.why})")
-        view = memoryview(c.mm).toreadonly()
-        return Snapshot(c.geo, view, slot, release=lambda: pending.unpin(c, gen))
+        with self._lock:
+            c = self._c
+            c.live()
+            gen = pending.pin(c)
+            page = c.record_pages[c.rec]
+            raw = bytes(c.mm[page * c.ps : page * c.ps + c.geo.block])
+            slot = fmt.read_record_slot(raw, c.rec, page, c.geo, len(c.mm), crc32c)
+            if slot.header is None or slot.header.generation != gen:
+                pending.unpin(c, gen)
+                raise OutOfBounds(f"the record in force does not read back ({slot.why})")
+            view = memoryview(c.mm).toreadonly()
+            return Snapshot(c.geo, view, slot, release=lambda: pending.unpin(c, gen))
 
     def attach_table(self, table: object) -> None:
         """The reader table whose snapshots the writer keeps whole (a WriterView)."""
-        self._c.table = table
+        with self._lock:
+            self._c.table = table
 
     def set_barrier_hook(self, hook: Callable[[str], None] | None) -> None:
-        self._c.hook = hook
+        with self._lock:
+            self._c.hook = hook
 
     def close(self) -> None:
-        c = self._c
-        if c.closed:
-            return
-        try:
-            if c.in_batch and not c.poisoned:
-                alloc.rollback(c)
-            if c.writable and not c.poisoned:
-                commit.commit(c)
-                c.mm.flush()
-                os.fdatasync(c.fd)
-        finally:
-            c.closed = True
-            with contextlib.suppress(BufferError):  # views still use it: it lives until they go
-                c.mm.close()
+        with self._lock:
+            c = self._c
+            if c.closed:
+                return
+            try:
+                if c.in_batch and not c.poisoned:
+                    alloc.rollback(c)
+                if c.writable and not c.poisoned:
+                    commit.commit(c)
+                    c.mm.flush()
+                    os.fdatasync(c.fd)
+            finally:
+                c.closed = True
+                self._end_batch()
+                with contextlib.suppress(BufferError):  # views still use it: it lives until they go
+                    c.mm.close()
 
 
 __all__ = ["PyCore", "map_file"]

@@ -25,8 +25,9 @@ def hold(c: State, page: int, gen: int) -> None:
 def horizon(c: State) -> int:
     """The generation pages may be reclaimed up to: the oldest snapshot, or the last commit."""
     h = c.gen
-    if c.pins:
-        h = min(h, min(c.pins))
+    with c.pins_lock:
+        if c.pins:
+            h = min(h, min(c.pins))
     if c.table is not None:
         h = min(h, c.table.horizon(c.gen))  # type: ignore[attr-defined]
     return h
@@ -51,13 +52,17 @@ def release(c: State) -> None:
 
 def pin(c: State) -> int:
     """Register a snapshot of the last commit in this process."""
-    c.pins[c.gen] = c.pins.get(c.gen, 0) + 1
+    with c.pins_lock:
+        c.pins[c.gen] = c.pins.get(c.gen, 0) + 1
     return c.gen
 
 
 def unpin(c: State, gen: int) -> None:
-    left = c.pins.get(gen, 0) - 1
-    if left > 0:
-        c.pins[gen] = left
-    else:
-        c.pins.pop(gen, None)
+    """Release a snapshot: from any thread, without the core's lock, which the writer's batch
+    may hold (as csrc/snapshot.c takes only the writer's mutex)."""
+    with c.pins_lock:
+        left = c.pins.get(gen, 0) - 1
+        if left > 0:
+            c.pins[gen] = left
+        else:
+            c.pins.pop(gen, None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
+import threading
 from collections.abc import Callable
 
 from .. import format as fmt
@@ -34,6 +35,7 @@ class Snapshot:
         fd: int = -1,
         header: Header | None = None,
     ) -> None:
+        self._lock = threading.RLock()  # refresh() against reads from other threads
         self.geometry = geo
         self._view = view
         self._release = release
@@ -143,44 +145,46 @@ class Snapshot:
         )
 
     def kind(self, page: int) -> int:
-        self._live()
-        if not 0 <= page < self._rec.page_count:
-            raise OutOfBounds(f"page {page} is beyond the file ({self._rec.page_count} pages)")
-        changed = self._run_kind(page)
-        if changed is not None:
-            return changed
-        lp = self.geometry.leaf_pages
-        used, data = self._leaf_bits(page // lp)
-        bit = page % lp
-        if not used >> bit & 1:
-            return FREE
-        return DATA if data >> bit & 1 else INTERNAL
+        with self._lock:
+            self._live()
+            if not 0 <= page < self._rec.page_count:
+                raise OutOfBounds(f"page {page} is beyond the file ({self._rec.page_count} pages)")
+            changed = self._run_kind(page)
+            if changed is not None:
+                return changed
+            lp = self.geometry.leaf_pages
+            used, data = self._leaf_bits(page // lp)
+            bit = page % lp
+            if not used >> bit & 1:
+                return FREE
+            return DATA if data >> bit & 1 else INTERNAL
 
     def scan(self, start: int, limit: int) -> list[int]:
-        self._live()
-        out: list[int] = []
-        lp, n = self.geometry.leaf_pages, self._rec.page_count
-        page = max(start, 0)
-        runs = self._runs
-        while page < n and len(out) < limit:
-            leaf = page // lp
-            base, end = leaf * lp, min((leaf + 1) * lp, n)
-            _, data = self._leaf_bits(leaf)
-            i = max(0, bisect.bisect_right(self._starts, base) - 1)
-            while i < len(runs) and runs[i][0] < end:  # the log's changes in this leaf's range
-                first, count, kind = runs[i]
-                lo, hi = max(first, base), min(first + count, end)
-                if lo < hi:
-                    mask = ((1 << (hi - lo)) - 1) << (lo - base)
-                    data = data | mask if kind == DATA else data & ~mask
-                i += 1
-            data >>= page - base
-            while data and len(out) < limit:
-                low = data & -data
-                out.append(page + low.bit_length() - 1)
-                data ^= low
-            page = end
-        return out
+        with self._lock:
+            self._live()
+            out: list[int] = []
+            lp, n = self.geometry.leaf_pages, self._rec.page_count
+            page = max(start, 0)
+            runs = self._runs
+            while page < n and len(out) < limit:
+                leaf = page // lp
+                base, end = leaf * lp, min((leaf + 1) * lp, n)
+                _, data = self._leaf_bits(leaf)
+                i = max(0, bisect.bisect_right(self._starts, base) - 1)
+                while i < len(runs) and runs[i][0] < end:  # the log's changes in this leaf's range
+                    first, count, kind = runs[i]
+                    lo, hi = max(first, base), min(first + count, end)
+                    if lo < hi:
+                        mask = ((1 << (hi - lo)) - 1) << (lo - base)
+                        data = data | mask if kind == DATA else data & ~mask
+                    i += 1
+                data >>= page - base
+                while data and len(out) < limit:
+                    low = data & -data
+                    out.append(page + low.bit_length() - 1)
+                    data ^= low
+                page = end
+            return out
 
     def _run_kind(self, page: int) -> int | None:
         i = bisect.bisect_right(self._starts, page) - 1
@@ -205,83 +209,90 @@ class Snapshot:
         return page, crc
 
     def pused(self, slot: int) -> bool:
-        self._live()
-        return self._entry(slot)[0] != 0
+        with self._lock:
+            self._live()
+            return self._entry(slot)[0] != 0
 
     def ppage(self, slot: int) -> int:
         """The page holding the slot's content, checked against its CRC32C on first use."""
-        self._live()
-        page, crc = self._entry(slot)
-        if not page:
-            raise OutOfBounds(f"protected page {slot} is not allocated")
-        if slot not in self._verified:
-            if not fmt.RESERVED_PAGES <= page < self._rec.page_count:
-                raise CorruptProtectedDirectory(f"protected page {slot} names page {page}")
-            ps = self.geometry.page_size
-            if crc32c(self._view[page * ps : (page + 1) * ps]) != crc:
-                raise CorruptProtectedDirectory(
-                    f"protected page {slot}: its content (page {page}) does not match its checksum"
-                )
-            self._verified.add(slot)
-        return page
+        with self._lock:
+            self._live()
+            page, crc = self._entry(slot)
+            if not page:
+                raise OutOfBounds(f"protected page {slot} is not allocated")
+            if slot not in self._verified:
+                if not fmt.RESERVED_PAGES <= page < self._rec.page_count:
+                    raise CorruptProtectedDirectory(f"protected page {slot} names page {page}")
+                ps = self.geometry.page_size
+                if crc32c(self._view[page * ps : (page + 1) * ps]) != crc:
+                    raise CorruptProtectedDirectory(
+                        f"protected page {slot}: its content (page {page}) "
+                        "does not match its checksum"
+                    )
+                self._verified.add(slot)
+            return page
 
     def pscan(self, start: int, limit: int) -> list[int]:
-        self._live()
-        out: list[int] = []
-        f, count = self.geometry.fanout, self._rec.slot_count
-        slot = max(start, 0)
-        while slot < count and len(out) < limit:
-            leaf = slot // f
-            end = min((leaf + 1) * f, count)
-            raw = self._leaf(1, leaf) if self._rec.dir_root else None
-            for s in range(slot, end):
-                if s in self._slots:
-                    used = self._slots[s][0] != 0
-                else:
-                    used = raw is not None and fmt.ENTRY.unpack_from(raw, 32 + 16 * (s % f))[0]
-                if used:
-                    out.append(s)
-                    if len(out) == limit:
-                        break
-            slot = end
-        return out
+        with self._lock:
+            self._live()
+            out: list[int] = []
+            f, count = self.geometry.fanout, self._rec.slot_count
+            slot = max(start, 0)
+            while slot < count and len(out) < limit:
+                leaf = slot // f
+                end = min((leaf + 1) * f, count)
+                raw = self._leaf(1, leaf) if self._rec.dir_root else None
+                for s in range(slot, end):
+                    if s in self._slots:
+                        used = self._slots[s][0] != 0
+                    else:
+                        used = raw is not None and fmt.ENTRY.unpack_from(raw, 32 + 16 * (s % f))[0]
+                    if used:
+                        out.append(s)
+                        if len(out) == limit:
+                            break
+                slot = end
+            return out
 
     # -- moving on ------------------------------------------------------------------------
 
     def newer(self) -> bool:
         """Whether the other record slot may hold a newer commit (a cheap look at it)."""
-        self._live()
-        if self._header is None:
-            return False
-        ps = self.geometry.page_size
-        other = self._header.records[1 - self._slot.number]
-        raw = os.pread(self._fd, 16, other * ps)
-        return len(raw) == 16 and int.from_bytes(raw[8:16], "little") > self._rec.generation
+        with self._lock:
+            self._live()
+            if self._header is None:
+                return False
+            ps = self.geometry.page_size
+            other = self._header.records[1 - self._slot.number]
+            raw = os.pread(self._fd, 16, other * ps)
+            return len(raw) == 16 and int.from_bytes(raw[8:16], "little") > self._rec.generation
 
     def refresh(self) -> bool:
         """Move to the newest commit of the file; False when there is none newer."""
-        self._live()
-        if self._header is None:
-            raise Unavailable("a snapshot of a writer's commit does not refresh")
-        if not self.newer():
-            return False
-        slot = newest(self._fd, self._header, self.geometry, self._view)
-        if slot.header is None or slot.header.generation <= self._rec.generation:
-            return False
-        rec = slot.header
-        if rec.page_count * self.geometry.page_size > len(self._view):
-            self._view = map_readonly(self._fd, rec.page_count * self.geometry.page_size)
-        old = Snapshot.__new__(Snapshot)
-        old.__dict__.update(self.__dict__)
-        self._adopt(slot, old)
-        return True
+        with self._lock:
+            self._live()
+            if self._header is None:
+                raise Unavailable("a snapshot of a writer's commit does not refresh")
+            if not self.newer():
+                return False
+            slot = newest(self._fd, self._header, self.geometry, self._view)
+            if slot.header is None or slot.header.generation <= self._rec.generation:
+                return False
+            rec = slot.header
+            if rec.page_count * self.geometry.page_size > len(self._view):
+                self._view = map_readonly(self._fd, rec.page_count * self.geometry.page_size)
+            old = Snapshot.__new__(Snapshot)
+            old.__dict__.update(self.__dict__)
+            self._adopt(slot, old)
+            return True
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._release is not None:
-            self._release()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._release is not None:
+                self._release()
 
 
 def _put_run(runs: list[tuple[int, int, int]], first: int, count: int, kind: int) -> None:

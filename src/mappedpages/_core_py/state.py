@@ -8,6 +8,7 @@ can be read side by side.
 from __future__ import annotations
 
 import mmap
+import threading
 from array import array
 from collections import deque
 from collections.abc import Callable
@@ -101,6 +102,7 @@ class State:
 
         # snapshots: generation -> count, in this process; the reader table of other ones
         self.pins: dict[int, int] = {}
+        self.pins_lock = threading.Lock()  # snapshots are released from any thread
         self.table: object | None = None  # a pending.TableView
 
     # -- checks ---------------------------------------------------------------------------
