@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -297,3 +298,172 @@ def test_info_protected_pages(core: str, path: str, capsys: pytest.CaptureFixtur
     info = json.loads(capsys.readouterr().out)
     assert info["protected_pages"] == 3 and info["internal_pages"] > 3 and info["ok"] is True
     assert info["allocated_data_pages"] == 2
+
+
+# -- damaged, foreign and missing files -----------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mappedpages {mp.__version__}"
+    out = _cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"mappedpages {mp.__version__}"
+
+
+def _damaged(kind: str, path: str) -> int:
+    """Make ``path`` a file damaged as ``kind`` says; return the exit status it must give."""
+    with mp.Pager.create(path, 1024) as p:
+        p.alloc_bulk(5)
+        p.alloc_protected_bulk(2)
+    with open(path, "rb") as f:
+        good = f.read()
+    if kind == "missing":
+        os.unlink(path)
+        return 2
+    if kind == "directory":
+        os.unlink(path)
+        os.mkdir(path)
+        return 2
+    data = bytearray(good)
+    if kind == "zero-filled":
+        data = bytearray(len(good))
+    elif kind == "empty":
+        data = bytearray()
+    elif kind.startswith("truncated-"):
+        data = data[: int(kind.removeprefix("truncated-"))]
+    elif kind.startswith("identity-byte-"):
+        data[int(kind.removeprefix("identity-byte-"))] ^= 0x10
+    elif kind == "foreign":
+        data = bytearray(b"not a page file\n" * 200)
+    else:
+        raise AssertionError(kind)
+    with open(path, "wb") as f:
+        f.write(data)
+    return 1
+
+
+DAMAGE = [
+    "zero-filled",
+    "empty",
+    "truncated-40",  # inside the identity
+    "truncated-1500",  # inside the first commit record
+    "truncated-5000",  # the records read, the state they name does not
+    "identity-byte-0",  # the magic
+    "identity-byte-12",  # the page size
+    "identity-byte-40",  # the file id
+    "identity-byte-63",  # the identity's checksum
+    "identity-byte-300",  # past the identity, where page 0 must be zero
+    "foreign",
+    "missing",
+    "directory",
+]
+
+
+def _good_keys(path: str, capsys: pytest.CaptureFixture[str]) -> tuple[list[str], list[str]]:
+    good = path + ".good"
+    mp.Pager.create(good, 1024).close()
+    keys = []
+    for command in ("info", "check"):
+        assert main([command, "--json", good]) == 0
+        keys.append(list(json.loads(capsys.readouterr().out)))
+    return keys[0], keys[1]
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_json_on_damaged_files(
+    core: str, path: str, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    info_keys, check_keys = _good_keys(path, capsys)
+    status = _damaged(kind, path)
+    for command, keys in (("info", info_keys), ("check", check_keys)):
+        assert main([command, "--json", path]) == status
+        captured = capsys.readouterr()
+        (line,) = captured.out.splitlines()  # one object, alone on stdout
+        out = json.loads(line)
+        assert list(out) == keys  # the same fields as for a sound file
+        assert out["ok"] is False and out["file"] == path
+        assert (out["error"] is None) == (status == 1)  # a file that could not be read says why
+        assert out["problems"] or out["error"]
+        if command == "info":
+            for key, value in out.items():
+                assert value is None or not isinstance(value, int) or value >= 0, (key, value)
+            if out["commit_record"] is None:
+                assert out["internal_pages"] is None and out["checkpoint"] is None
+            if out["page_count"] is None:
+                assert out["free_pages"] is None and out["allocated_data_pages"] is None
+        if status == 2:
+            assert len(captured.err.strip().splitlines()) == 1  # and the usual line on stderr
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_info_text_on_damaged_files(
+    core: str, path: str, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = _damaged(kind, path)
+    assert main(["info", path]) == status
+    captured = capsys.readouterr()
+    if status == 2:
+        assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+        return
+    lines = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in captured.out.splitlines())
+    assert lines.pop("file") == path
+    assert re.fullmatch(r"[1-9]\d* \(run 'mappedpages check'\)", lines.pop("problems"))
+    for key, value in lines.items():  # a number that was read, or "-" for one that was not
+        assert value == "-" or int(value) >= 0, (key, value)
+    # counts belong to a state that was read: zeros shown for one that was not are nonsense
+    assert lines["page count"] in ("-", "16")
+    assert "Traceback" not in captured.err
+
+
+def test_truncated_file_shows_no_counts(
+    core: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _damaged("truncated-5000", path)
+    assert main(["info", "--json", path]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["page_size"] == 1024 and "truncated" in out["problems"][0]
+    assert out["page_count"] is None and out["free_pages"] is None
+    assert out["protected_pages"] is None and out["generation"] is None
+
+
+def test_json_on_every_damaged_byte_of_the_header(
+    core: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any byte of the identity and both records damaged: one JSON object, exit 0 iff ok."""
+    with mp.Pager.create(path, 1024) as p:
+        p.alloc_bulk(5)
+        p.alloc_protected_bulk(2)
+    with open(path, "rb") as f:
+        good = f.read()
+    damaged = 0
+    for offset in [*range(64), *range(1024, 3 * 1024, 13)]:
+        data = bytearray(good)
+        data[offset] ^= 0x41
+        with open(path, "wb") as f:
+            f.write(data)
+        for command in ("info", "check"):
+            status = main([command, "--json", path])
+            (line,) = capsys.readouterr().out.splitlines()
+            out = json.loads(line)
+            assert status == (0 if out["ok"] else 1), (offset, out)
+            damaged += not out["ok"]
+    assert damaged >= 2 * 64  # every byte of the identity is covered by its checksum
+
+
+def test_json_when_the_checker_fails(
+    path: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failure of the checker itself still leaves one JSON object on stdout, then shows."""
+    import mappedpages.cli as cli
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("the checker broke")
+
+    monkeypatch.setattr(cli, "check_file", broken)
+    for command in ("info", "check"):
+        with pytest.raises(RuntimeError):
+            main([command, "--json", path])
+        out = json.loads(capsys.readouterr().out)
+        assert out["ok"] is False and out["error"] == "RuntimeError: the checker broke"

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 
 from .errors import FileLocked
 from .format import Crc32c, initial_image, new_file_id
+
+_TEMP_TRIES = 100  # names to try before giving up, as tempfile does
 
 
 def _lock(fd: int, path: str) -> None:
@@ -31,12 +32,41 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def create_locked(path: str, page_size: int, crc32c: Crc32c) -> int:
-    """Create ``path`` holding a fresh image; return a read-write fd holding the writer lock."""
+def _open_temp(directory: str, mode: int) -> tuple[int, str]:
+    # Not tempfile.mkstemp: it creates with 0600 whatever the umask, and a later chmod would
+    # need the umask (which cannot be read without changing it for every thread) and would
+    # override the directory's default ACL. os.open lets the kernel apply both, as open() does.
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for _ in range(_TEMP_TRIES):
+        tmp = os.path.join(directory, f".mappedpages-{os.urandom(8).hex()}.tmp")
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(17, "No usable temporary file name", directory)
+
+
+def _name_the_path(exc: OSError, path: str) -> None:
+    """Make ``exc`` name ``path``: the temporary file is ours, the user only knows the path."""
+    if exc.errno is not None and not isinstance(exc, FileLocked):
+        exc.filename = path
+        exc.filename2 = None
+
+
+def create_locked(path: str, page_size: int, crc32c: Crc32c, mode: int = 0o666) -> int:
+    """Create ``path`` holding a fresh image; return a read-write fd holding the writer lock.
+
+    The file gets ``mode & ~umask``, as with ``open()``; every ``OSError`` names ``path``.
+    """
     if os.path.lexists(path):
         raise FileExistsError(17, "File exists", path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".mappedpages-", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = _open_temp(directory, mode)
+    except OSError as exc:
+        _name_the_path(exc, path)
+        raise
+    linked = False
     try:
         image = initial_image(page_size, crc32c, new_file_id())
         view = memoryview(image)
@@ -45,14 +75,20 @@ def create_locked(path: str, page_size: int, crc32c: Crc32c) -> int:
         os.fsync(fd)
         _lock(fd, path)
         os.link(tmp, path)  # fails with FileExistsError instead of replacing a file
-    except BaseException:
+        linked = True
+        with contextlib.suppress(OSError):  # a leftover temporary name harms nothing
+            os.unlink(tmp)
+        _fsync_dir(directory)
+    except BaseException as exc:
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if linked:  # the name is not durable: take it back rather than leave a doubtful file
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if isinstance(exc, OSError):
+            _name_the_path(exc, path)
         raise
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
-    _fsync_dir(directory)
     return fd
 
 

@@ -6,9 +6,12 @@ works on a file that a writer holds open (``readers`` reads the reader table bes
 Exit status:
 
 * 0 -- success (for ``check``: the file is sound);
-* 1 -- ``check`` found problems, or the file is not a mappedpages file;
+* 1 -- ``check`` or ``info`` found problems, or the file is not a mappedpages file;
 * 2 -- the command could not run: bad arguments (usage error, ``dump`` of a page outside the
   file), or a missing or unreadable file.
+
+``info --json`` and ``check --json`` print one JSON object in every case, with the same keys:
+null for what could not be read, and ``error`` (null unless the file could not be read at all).
 """
 
 from __future__ import annotations
@@ -83,29 +86,62 @@ def _inspect(path: str) -> Report:
 # -- info and check -------------------------------------------------------------------------
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    r = _inspect(args.file)
-    fields: dict[str, object] = {
+def _fields(r: Report, opened: bool = True) -> dict[str, object]:
+    """What ``info`` shows, None for what could not be read.
+
+    A report holds zeros where the checker did not get: the counts are the state's only once
+    a commit's state was read (``page_count`` is then at least the reserved pages), and the
+    record's own fields only once a format-2 record was taken (``record`` >= 0).
+    """
+    state = r.page_count > 0
+    record = r.record >= 0
+    return {
         "file": r.path,
-        "file size": r.file_size,
+        "file size": r.file_size if opened else None,
         "format version": r.format_version or None,
         "page size": r.page_size or None,
-        "page count": r.page_count if r.page_size else None,
-        "free pages": r.free_count if r.page_size else None,
-        "allocated data pages": r.allocated_data_pages if r.page_size else None,
-        "protected pages": r.protected_pages if r.page_size else None,
-        "internal pages": r.internal_pages if r.record >= 0 else None,
-        "pending pages": r.pending_pages if r.record >= 0 else None,
-        "generation": r.generation or None,
-        "commit record": r.record if r.record >= 0 else None,
-        "checkpoint": r.checkpoint or None,
-        "log words": r.log_words if r.record >= 0 else None,
-        "tree blocks": r.tree_blocks if r.record >= 0 else None,
+        "page count": r.page_count if state else None,
+        "free pages": r.free_count if state else None,
+        "allocated data pages": r.allocated_data_pages if state else None,
+        "protected pages": r.protected_pages if state else None,
+        "internal pages": r.internal_pages if record else None,
+        "pending pages": r.pending_pages if record else None,
+        "generation": r.generation if state else None,
+        "commit record": r.record if record else None,
+        "checkpoint": r.checkpoint if record else None,
+        "log words": r.log_words if record else None,
+        "tree blocks": r.tree_blocks if record else None,
     }
+
+
+def _json_report(
+    r: Report, fields: dict[str, object] | None = None, error: str | None = None
+) -> str:
+    out = {k.replace(" ", "_"): v for k, v in (fields or {"file": r.path}).items()}
+    out |= {"ok": r.ok and error is None, "problems": r.problems, "notes": r.notes}
+    return json.dumps(out | {"error": error})
+
+
+def _report_or_json(args: argparse.Namespace, info: bool) -> Report:
+    """The file's report; when it cannot be made and ``--json`` is given, the JSON object is
+    printed all the same (every field null but ``file``, and ``error``) before the error
+    goes on to ``main``, so a script reading the output always gets one object."""
+    try:
+        return _inspect(args.file)
+    except Exception as exc:
+        if args.json:
+            blank = Report(args.file)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else None
+            error = why or f"{type(exc).__name__}: {exc}"
+            print(_json_report(blank, _fields(blank, opened=False) if info else None, error))
+        raise
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    r = _report_or_json(args, info=True)
+    fields = _fields(r)
     if args.json:
-        out = {k.replace(" ", "_"): v for k, v in fields.items()}
-        out |= {"ok": r.ok, "problems": r.problems, "notes": r.notes}
-        print(json.dumps(out))
+        print(_json_report(r, fields))
     else:
         width = max(map(len, fields))
         for key, value in fields.items():
@@ -120,10 +156,10 @@ def _plural(n: int, word: str) -> str:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    r = _inspect(args.file)
+    r = _report_or_json(args, info=False)
     notes = f", {_plural(len(r.notes), 'note')}" if r.notes else ""
     if args.json:
-        print(json.dumps({"file": r.path, "ok": r.ok, "problems": r.problems, "notes": r.notes}))
+        print(_json_report(r))
     elif r.ok:
         print(
             f"{args.file}: OK, 0 problems (generation {r.generation}, {r.page_count} pages, "
@@ -287,7 +323,8 @@ def _parser() -> argparse.ArgumentParser:
         "show a file's page size, counts and commit state",
         "Show a file's page size, page counts (data, protected, internal, pending), its "
         "generation, commit record and checkpoint. Exits 1 when the file is damaged; with "
-        "--json, fields that cannot be read are null.",
+        "--json, one JSON object in every case: fields that cannot be read are null, and "
+        "'error' says why a file could not be read at all.",
         _cmd_info,
     )
     info.add_argument("file", metavar="FILE", help="a mappedpages file")
@@ -298,8 +335,9 @@ def _parser() -> argparse.ArgumentParser:
         "verify every checksum and invariant (exit 0 if sound)",
         "Verify every checksum and invariant of a file: page 0, both commit records, every "
         "block of the bitmap and directory trees, the record's log, every protected page's "
-        "content and the counts. Prints one line with the number of problems; shows progress "
-        "on stderr for large files when stderr is a terminal.",
+        "content and the counts. Prints one line with the number of problems (with --json, "
+        "one JSON object in every case); shows progress on stderr for large files when "
+        "stderr is a terminal.",
         _cmd_check,
     )
     check.add_argument("file", metavar="FILE", help="a mappedpages file")

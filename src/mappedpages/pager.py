@@ -73,12 +73,25 @@ class Pager(PageReader, AsyncPagerMethods):
 
     @classmethod
     def create(
-        cls, path: StrPath, page_size: int = 4096, *, sync: bool = True, preallocate: bool = True
+        cls,
+        path: StrPath,
+        page_size: int = 4096,
+        *,
+        sync: bool = True,
+        preallocate: bool = True,
+        mode: int = 0o666,
     ) -> Pager:
-        """Create a new file (``FileExistsError`` if ``path`` exists) and open it."""
+        """Create a new file (``FileExistsError`` if ``path`` exists) and open it.
+
+        The file's permissions are ``mode & ~umask``, as ``open()`` and ``os.open`` give.
+        """
         page_size = check_page_size(page_size)
+        if isinstance(mode, bool) or not isinstance(mode, int):
+            raise TypeError(f"mode must be an int, not {type(mode).__name__}")
+        if not 0 <= mode <= 0o7777:
+            raise ValueError(f"mode {mode:#o} is not a file mode (0 to 0o7777)")
         spath = os.fspath(path)
-        fd = create_locked(spath, page_size, _backend.CORE.crc32c)
+        fd = create_locked(spath, page_size, _backend.CORE.crc32c, mode)
         return cls._attach(fd, spath, page_size, bool(sync), bool(preallocate))
 
     @classmethod
