@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from . import _backend, _v1
@@ -20,7 +20,7 @@ from ._core_api import DATA
 from ._files import create_locked, open_locked
 from ._readertable import ReaderTable, WriterView
 from .aio import AsyncPagerMethods
-from .errors import DoubleFree, InvalidPageSize, OutOfBounds
+from .errors import DoubleFree, InvalidPageSize, MappedPageError, OutOfBounds
 from .handles import (
     PageId,
     ProtectedPageId,
@@ -317,7 +317,13 @@ class Pager(PageReader, AsyncPagerMethods):
             if not failed:
                 raise RuntimeError("the batch was rolled back: an inner batch raised")
         else:
-            self._core.commit()
+            try:
+                self._core.commit()
+            except BaseException:
+                # the core took the batch back (a commit that failed before writing, say for
+                # want of disk space), or refuses all use now: either way none of it is kept
+                self._rolled_back()
+                raise
             self._undo.clear()
             then, self._then = self._then, []
             for fn in then:
@@ -327,7 +333,12 @@ class Pager(PageReader, AsyncPagerMethods):
         """Return to the last committed state: the core's, then what was registered with
         ``on_rollback`` (latest first)."""
         self._core.rollback()
-        self._n = self._core.page_count
+        self._rolled_back()
+
+    def _rolled_back(self) -> None:
+        """What the Python side keeps follows the core back to the last commit."""
+        with suppress(MappedPageError):  # a core that refuses all use has no page count
+            self._n = self._core.page_count
         self._version += 1
         self._then.clear()
         undo, self._undo = self._undo, []

@@ -102,11 +102,11 @@ class PyCore:
         c = self._start()
         try:
             result = fn(c)
+            commit.autocommit(c)  # a commit that failed before writing left no poison
         except BaseException:
             if not c.in_batch and not c.poisoned:
                 alloc.rollback(c)
             raise
-        commit.autocommit(c)
         return result
 
     def alloc(self) -> int:
@@ -122,6 +122,7 @@ class PyCore:
             free = c.counts.free - len(c.held)  # pending pages are free but not to be had yet
             if n > free:
                 alloc.grow(c, n - free)
+            alloc.space_for(c, n)
             return [alloc.take_lowest(c, False) for _ in range(n)]
 
         return self._change(bulk)
@@ -191,7 +192,12 @@ class PyCore:
         c = self._c
         c.writer()
         c.in_batch = False
-        commit.commit(c)
+        try:
+            commit.commit(c)
+        except BaseException:
+            if not c.poisoned:  # failed before writing: the batch is undone
+                alloc.rollback(c)
+            raise
 
     def rollback(self) -> None:
         self._c.live()
