@@ -48,7 +48,9 @@ static uint64_t written(const mp_core *c, uint64_t *out) {
 }
 
 static int write_step(mp_core *c) {
-    int r = mp__log_start(c); /* even a commit that changed nothing the log tells has a GEN */
+    int r = mp__check_length(c); /* nothing is committed past the end of a truncated file */
+    if (r) return r;
+    r = mp__log_start(c); /* even a commit that changed nothing the log tells has a GEN */
     if (r) return r;
     c->checkpointed = c->force_checkpoint || c->log_len > c->geo.block - MP_LOG_OFFSET;
     if (c->checkpointed) {

@@ -20,7 +20,7 @@ from ._core_api import DATA
 from ._files import create_locked, open_locked
 from ._readertable import ReaderTable, WriterView
 from .aio import AsyncPagerMethods
-from .errors import DoubleFree, InvalidPageSize, MappedPageError, OutOfBounds
+from .errors import DoubleFree, InvalidPageSize, MappedPageError, OutOfBounds, Unavailable
 from .handles import (
     PageId,
     ProtectedPageId,
@@ -332,7 +332,8 @@ class Pager(PageReader, AsyncPagerMethods):
     def _abort(self) -> None:
         """Return to the last committed state: the core's, then what was registered with
         ``on_rollback`` (latest first)."""
-        self._core.rollback()
+        with suppress(Unavailable):  # a core that refuses all use has nothing to take back
+            self._core.rollback()
         self._rolled_back()
 
     def _rolled_back(self) -> None:

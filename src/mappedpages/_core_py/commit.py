@@ -63,6 +63,7 @@ def autocommit(c: State) -> None:
 
 def write_step(c: State) -> bool:
     """Log or checkpoint; returns whether the commit takes a single barrier."""
+    alloc.check_length(c)  # nothing is committed past the end of a truncated file
     log.start(c)  # even a commit that changed nothing the log tells (growth alone) has a GEN
     c.checkpointed = c.force_checkpoint or len(c.log) > fmt.log_room(c.geo.block)
     if c.checkpointed:

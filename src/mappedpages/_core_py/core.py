@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from .. import format as fmt
 from .._v1 import V1State
-from ..errors import DoubleFree, OutOfBounds
+from ..errors import CorruptMetadata, DoubleFree
 from . import alloc, commit, directory, pending
 from .crc import crc32c
 from .open import map_file, open_file, upgrade
@@ -243,13 +243,14 @@ class PyCore:
         """A snapshot of the last commit, registered so that the writer keeps it whole."""
         c = self._c
         c.live()
+        alloc.check_length(c)
         gen = pending.pin(c)
         page = c.record_pages[c.rec]
         raw = bytes(c.mm[page * c.ps : page * c.ps + c.geo.block])
         slot = fmt.read_record_slot(raw, c.rec, page, c.geo, len(c.mm), crc32c)
         if slot.header is None or slot.header.generation != gen:
             pending.unpin(c, gen)
-            raise OutOfBounds(f"the record in force does not read back ({slot.why})")
+            raise CorruptMetadata("the record in force does not read back")
         view = memoryview(c.mm).toreadonly()
         return Snapshot(c.geo, view, slot, release=lambda: pending.unpin(c, gen))
 
