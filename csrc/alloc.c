@@ -552,8 +552,12 @@ int mp_pending(mp_core *c) {
 int mp_commit_step(mp_core *c, int step) {
     ENTER(c);
     int r = writer(c);
-    if (!r) r = mp__step(c, step);
-    if (r < 0) c->poisoned = 1; /* a caller driving the steps has no rollback of a step */
+    if (!r) {
+        r = mp__step(c, step);
+        /* a write step that failed cleanly leaves no poison for mp__commit's caller to roll
+           back; a caller driving the steps has no rollback of a step */
+        if (r < 0 && step == MP_STEP_WRITE) c->poisoned = 1;
+    }
     return leave(c, r);
 }
 
