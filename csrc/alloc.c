@@ -7,7 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -45,11 +45,9 @@ int mp__start(mp_core *c) {
 
 /* The end of a mutating call: commit it, or take it back when it failed outside a batch. */
 int mp__finish(mp_core *c, int r) {
-    if (r < 0) {
-        if (c->open && !c->closed && !c->in_batch && !c->poisoned) mp__rollback(c);
-        return leave(c, r);
-    }
-    return leave(c, mp__autocommit(c));
+    if (r >= 0) r = mp__autocommit(c); /* a commit that failed before writing left no poison */
+    if (r < 0 && c->open && !c->closed && !c->in_batch && !c->poisoned) mp__rollback(c);
+    return leave(c, r);
 }
 
 static int check_page(mp_core *c, uint64_t page) {
@@ -76,8 +74,8 @@ int mp__bits_room(mp_core *c, uint64_t pages) {
     if (mp_bitmap_resize(&c->taken, bits)) return mp__fail(c, MP_E_NO_MEMORY, "out of memory for the bitmap");
     uint64_t words = bits / 64;
     if (words > c->bit_words) {
-        uint64_t **arrays[3] = {&c->internal, &c->pending, &c->born_bits};
-        for (int i = 0; i < 3; i++) {
+        uint64_t **arrays[4] = {&c->internal, &c->pending, &c->born_bits, &c->written};
+        for (int i = 0; i < 4; i++) {
             uint64_t *a = realloc(*arrays[i], (size_t)words * 8);
             if (!a) return mp__fail(c, MP_E_NO_MEMORY, "out of memory for the bitmap");
             memset(a + c->bit_words, 0, (size_t)(words - c->bit_words) * 8);
@@ -93,9 +91,14 @@ static uint64_t find_free(const mp_core *c) {
     return page < c->counts.n ? page : UINT64_MAX;
 }
 
+static int zero_pages(mp_core *c, uint64_t lo, uint64_t hi);
+
 int mp__take(mp_core *c, uint64_t page, int internal) {
+    int r = page >= c->space_from ? mp__space(c, page + 1) : 0;
+    if (!r && c->tight && !mp__bit(c->written, page)) r = zero_pages(c, page, page + 1);
+    if (r) return r;
     if (mp__push(&c->born, page)) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
-    int r = mp__log_run(c, internal ? MP_INTERNAL : MP_DATA, page);
+    r = mp__log_run(c, internal ? MP_INTERNAL : MP_DATA, page);
     if (r) {
         c->born.n--;
         return r;
@@ -139,21 +142,166 @@ int mp__release(mp_core *c, uint64_t page) {
     return 0;
 }
 
+/* A request larger than this that the free space cannot hold fails at once: posix_fallocate
+ * would first take every free block, and on ext4 keep them in the file when it fails (a disk
+ * left full for everyone by one huge alloc_bulk). The margin spares a range that is partly
+ * reserved already. */
+#define BIG_RESERVE (64ull << 20)
+
+/* posix_fallocate, which a signal may interrupt before it is done. */
+static int reserve(int fd, uint64_t off, uint64_t len) {
+    struct statvfs st;
+    if (len > BIG_RESERVE && fstatvfs(fd, &st) == 0 && len - BIG_RESERVE > (uint64_t)st.f_bavail * st.f_frsize)
+        return ENOSPC;
+    int e;
+    do e = posix_fallocate(fd, (off_t)off, (off_t)len);
+    while (e == EINTR);
+    return e;
+}
+
+/* Whether the file still holds every page of the state: another process may have truncated
+ * it, and then no commit may name those pages, nor may the core touch them through the
+ * mapping (a SIGBUS). The length comes from lseek, not fstat: a stat marks the inode's times
+ * as queried, so that on Linux 6.13 and later every commit would stamp a fine-grained time
+ * and dirty the inode (core.h, mp__file_size). */
+int mp__check_length(mp_core *c) {
+    uint64_t size;
+    if (mp__file_size(c->fd, &size) != 0) return mp__fail_os(c, errno, "lseek");
+    if (size / c->geo.page_size >= c->counts.n) return 0;
+    c->poisoned = 1; /* its pages are gone: nothing this pager holds can be committed again */
+    return mp__fail(c, MP_E_CORRUPT_METADATA, "the file is %llu bytes long, shorter than its %llu pages: it was truncated",
+                    (unsigned long long)size, (unsigned long long)c->counts.n);
+}
+
+/* One reservation serves the next allocations too: on ext4 a posix_fallocate of 64 new pages
+ * costs what one of a single page does (5-6 us), which would double the cost of an alloc(). */
+#define AHEAD_BYTES (256u * 1024u)
+/* Below this much free space (or a quarter of the file system) it counts as nearly full. */
+#define TIGHT_BYTES (64ull << 20)
+
+/* Whether the file system is nearly full. ext4 then stops delaying allocation and allocates at
+ * the write fault itself, and a fault that needs a block it cannot have (even one to split a
+ * preallocated extent it converts) is a SIGBUS: measured on a full ext4, writes through the
+ * mapping into pages posix_fallocate had just reserved died so. From then on pages are
+ * written with zeros by pwrite, which fails with ENOSPC instead, before they are handed out
+ * or written through the mapping; a written page needs nothing more at its faults. */
+static void look(mp_core *c) {
+    struct statvfs st;
+    if (fstatvfs(c->fd, &st) != 0) {
+        c->tight = 1; /* cannot tell: as if it were */
+        return;
+    }
+    uint64_t avail = (uint64_t)st.f_bavail * st.f_frsize, quarter = (uint64_t)st.f_blocks * st.f_frsize / 4;
+    c->tight = avail < (quarter < TIGHT_BYTES ? quarter : TIGHT_BYTES);
+}
+
+/* Write zeros into pages [lo, hi), all free (so that no state and no snapshot reads them). */
+static int zero_pages(mp_core *c, uint64_t lo, uint64_t hi) {
+    static unsigned char zeros[1 << 16]; /* never written: in .bss, not in the library file */
+    const uint64_t ps = c->geo.page_size;
+    for (uint64_t off = lo * ps, end = hi * ps; off < end;) {
+        size_t len = end - off < sizeof zeros ? (size_t)(end - off) : sizeof zeros;
+        ssize_t w = pwrite(c->fd, zeros, len, (off_t)off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            c->tight = 1;
+            return mp__fail_os(c, w < 0 ? errno : ENOSPC, "writing zeros into new pages (pwrite)");
+        }
+        off += (uint64_t)w;
+    }
+    for (uint64_t p = lo; p < hi; p++) mp__set(c->written, p);
+    return 0;
+}
+
+/* Disk space for the pages below `end` (at most the page count), before the core writes them
+ * or hands them out: a hole of a sparse file written through the mapping on a full disk is a
+ * SIGBUS, not an error. Pages below space_from have their space already: allocation takes the
+ * lowest page it may, so every page below one ever used was used too, and was reserved then. */
+int mp__space(mp_core *c, uint64_t end) {
+    if (end <= c->space_from) return 0;
+    const uint64_t ps = c->geo.page_size, n = c->counts.n, from = c->space_from;
+    uint64_t ahead = AHEAD_BYTES / ps ? AHEAD_BYTES / ps : 1;
+    uint64_t want = from + ahead;
+    if (want < end) want = end;
+    if (want > n) want = n;
+    int r = mp__check_length(c); /* posix_fallocate would lengthen a truncated file again */
+    if (r) return r;
+    look(c);
+    int e = reserve(c->fd, from * ps, (want - from) * ps);
+    if ((e == ENOSPC || e == EDQUOT) && want > end) { /* a nearly full disk: its last pages */
+        want = end;
+        e = reserve(c->fd, from * ps, (want - from) * ps);
+    }
+    if (e) {
+        c->tight = 1;
+        return mp__fail_os(c, e, "reserving disk space (posix_fallocate)");
+    }
+    if (c->tight) {
+        r = zero_pages(c, from, want);
+        if (r && want > end) r = zero_pages(c, from, want = end);
+        if (r) return r;
+    }
+    c->space_from = want;
+    return 0;
+}
+
+/* The `k` lowest free pages below space_from that this open has not written: with zeros, when
+ * the file system is nearly full, so that a bulk call fails, if it must, before it takes any. */
+static int zero_lowest(mp_core *c, uint64_t k) {
+    uint64_t lo = 0, hi = 0; /* a run of pages to write */
+    for (uint64_t w = mp_bitmap_first_clear(&c->taken) / 64; k && w * 64 < c->space_from; w++) {
+        for (uint64_t bits = ~c->taken.level[0][w]; bits && k; bits &= bits - 1) {
+            uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
+            if (page >= c->space_from) break;
+            k--;
+            if (mp__bit(c->written, page)) continue;
+            if (page != hi) {
+                int r = hi > lo ? zero_pages(c, lo, hi) : 0;
+                if (r) return r;
+                lo = page;
+            }
+            hi = page + 1;
+        }
+    }
+    return hi > lo ? zero_pages(c, lo, hi) : 0;
+}
+
+/* Space for the `count` pages allocation takes next (the lowest it may reuse, then pages never
+ * used), so that a bulk call that cannot have it fails before it takes any. */
+int mp__space_for(mp_core *c, uint64_t count) {
+    uint64_t fresh = c->counts.n - c->space_from; /* every page from space_from on is free */
+    uint64_t reusable = c->counts.free - c->nheld;
+    uint64_t below = reusable > fresh ? reusable - fresh : 0;
+    int r = count <= below ? 0 : mp__space(c, c->space_from + (count - below));
+    if (!r && c->tight) r = zero_lowest(c, count < below ? count : below);
+    return r;
+}
+
+/* After a load: the pages that have space are those up to the highest one in use or pending. */
+void mp__space_known(mp_core *c) {
+    uint64_t w = c->taken.words[0];
+    while (w > 0 && !c->taken.level[0][w - 1]) w--;
+    c->space_from = w ? w * 64 - (uint64_t)__builtin_clzll(c->taken.level[0][w - 1]) : 0;
+    if (c->space_from > c->counts.n) c->space_from = c->counts.n;
+}
+
 int mp__grow(mp_core *c, uint64_t need) {
     const mp_geometry *g = &c->geo;
     uint64_t target = mp_grow_target(g, c->counts.n, need);
     if (!target || target > MP_PAGE_LIMIT || target > (uint64_t)INT64_MAX / g->page_size)
         return mp__fail_os(c, EFBIG, "growing the file");
     uint64_t size = target * g->page_size;
-    int r = mp__bits_room(c, target); /* the memory first: a file too large for it stays as it was */
+    int r = mp__check_length(c); /* growing a truncated file would hide that its pages are gone */
     if (r) return r;
-    if (c->prealloc) {
-        int e = posix_fallocate(c->fd, 0, (off_t)size);
+    r = mp__bits_room(c, target); /* the memory first: a file too large for it stays as it was */
+    if (r) return r;
+    if (c->prealloc) { /* the pages' space now; space_from moves on as they are used (mp__space) */
+        int e = reserve(c->fd, c->space_from * g->page_size, size - c->space_from * g->page_size);
         if (e) return mp__fail_os(c, e, "posix_fallocate");
     } else {
-        struct stat st;
-        if (fstat(c->fd, &st) != 0) return mp__fail_os(c, errno, "fstat");
-        if ((uint64_t)st.st_size < size && ftruncate(c->fd, (off_t)size) != 0) return mp__fail_os(c, errno, "ftruncate");
+        uint64_t now;
+        if (mp__file_size(c->fd, &now) != 0) return mp__fail_os(c, errno, "lseek");
+        if (now < size && ftruncate(c->fd, (off_t)size) != 0) return mp__fail_os(c, errno, "ftruncate");
     }
     r = mp__map(c, size);
     if (r) return r;
@@ -180,7 +328,7 @@ void mp__clear_commit(mp_core *c) {
     c->born.n = 0;
     c->staged.n = 0;
     c->blocks.n = 0;
-    c->grew = c->forced = c->force_checkpoint = c->checkpointed = c->single = 0;
+    c->grew = c->forced = c->force_checkpoint = c->checkpointed = c->single = c->no_undo = 0;
 }
 
 /* Undo this commit's log words, latest first, and return to the committed counts. */
@@ -233,6 +381,7 @@ int mp__rollback(mp_core *c) {
         t->dirty.n--;
     }
     c->counts = c->committed;
+    if (c->space_from > c->counts.n) c->space_from = c->counts.n; /* pages a growth added are gone */
     mp__clear_commit(c);
     c->log_len = c->log_committed;
     return 0;
@@ -257,6 +406,7 @@ int mp_alloc_bulk(mp_core *c, uint64_t *out, uint64_t n) {
     if (n > MP_PAGE_LIMIT - c->counts.n)
         return leave(c, mp__fail(c, MP_E_VALUE, "%llu pages are more than a file can hold", (unsigned long long)n));
     if (n > free_now) r = mp__grow(c, n - free_now);
+    if (!r) r = mp__space_for(c, n);
     for (uint64_t i = 0; !r && i < n; i++) r = mp__take_lowest(c, 0, &out[i]);
     return finish(c, r);
 }
@@ -336,7 +486,9 @@ int mp_commit(mp_core *c) {
     int r = writer(c);
     if (r) return leave(c, r);
     c->in_batch = 0;
-    return leave(c, mp__autocommit(c));
+    r = mp__autocommit(c);
+    if (r < 0 && !c->poisoned) mp__rollback(c); /* failed before writing: the batch is undone */
+    return leave(c, r);
 }
 
 int mp_rollback(mp_core *c) {
@@ -416,7 +568,12 @@ int mp_pending(mp_core *c) {
 int mp_commit_step(mp_core *c, int step) {
     ENTER(c);
     int r = writer(c);
-    if (!r) r = mp__step(c, step);
+    if (!r) {
+        r = mp__step(c, step);
+        /* a write step that failed cleanly leaves no poison for mp__commit's caller to roll
+           back; a caller driving the steps has no rollback of a step */
+        if (r < 0 && step == MP_STEP_WRITE) c->poisoned = 1;
+    }
     return leave(c, r);
 }
 

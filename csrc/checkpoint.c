@@ -192,6 +192,7 @@ int mp__checkpoint(mp_core *c) {
         if (r || !changed) break;
     }
     if (!r) {
+        c->no_undo = 1; /* from here on the trees change in ways the log does not tell */
         mp__qsort(pages.v, pages.n, 8, cmp_u64);
         r = mp__reserve(&c->blocks, need.n) ? mp__fail(c, MP_E_NO_MEMORY, "out of memory") : 0;
     }

@@ -8,8 +8,10 @@
  *   3. flip:   write the record slot the record in force does not occupy;
  *   4. sync2:  make the record durable (a one-barrier commit: with everything it wrote);
  *   5. done:   adopt the new state in memory.
- * A failure anywhere poisons the core: the file still holds a consistent state, but this
- * process can no longer tell which one. _core_py/commit.py is the same in Python. */
+ * A failure from the first write on poisons the core: the file still holds a consistent state,
+ * but this process can no longer tell which one. A failure before it (a checkpoint that found
+ * no space for its blocks) is rolled back by the caller, as a failed call is.
+ * _core_py/commit.py is the same in Python. */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -46,7 +48,9 @@ static uint64_t written(const mp_core *c, uint64_t *out) {
 }
 
 static int write_step(mp_core *c) {
-    int r = mp__log_start(c); /* even a commit that changed nothing the log tells has a GEN */
+    int r = mp__check_length(c); /* nothing is committed past the end of a truncated file */
+    if (r) return r;
+    r = mp__log_start(c); /* even a commit that changed nothing the log tells has a GEN */
     if (r) return r;
     c->checkpointed = c->force_checkpoint || c->log_len > c->geo.block - MP_LOG_OFFSET;
     if (c->checkpointed) {
@@ -168,7 +172,9 @@ int mp__step(mp_core *c, int step) {
     case MP_STEP_DONE: done_step(c); break;
     default: return mp__fail(c, MP_E_VALUE, "no commit step %d", step);
     }
-    if (r < 0) c->poisoned = 1;
+    /* A write step that failed before its checkpoint wrote anything (no space for a block's
+       page, say) left only what a rollback undoes: the caller rolls back instead. */
+    if (r < 0 && (step != MP_STEP_WRITE || c->no_undo)) c->poisoned = 1;
     return r;
 }
 

@@ -89,11 +89,14 @@ struct mp_core {
     mp_counts counts;
     mp_bitmap taken;         /* used pages, and pending ones: what allocation skips */
     uint64_t *internal, *pending, *born_bits;
-    uint64_t bit_words;      /* words of internal, pending and born_bits */
+    uint64_t *written;       /* pages written with zeros in this open, to give them space */
+    uint64_t bit_words;      /* words of internal, pending, born_bits and written */
     mp_u64s fifo;            /* pending pages, oldest first: pairs (generation, page) */
     uint64_t fifo_head;      /* pairs before it are released */
     uint64_t nheld;          /* pending pages */
     mp_u64s born;            /* pages allocated since the last commit */
+    uint64_t space_from;     /* pages from here on may be holes: reserved before use (alloc.c) */
+    int tight;               /* the file system was nearly full at the last look (alloc.c) */
 
     uint64_t *slot_page;
     uint32_t *slot_crc;
@@ -116,6 +119,7 @@ struct mp_core {
     mp_u64s staged;          /* pages written for it besides tree blocks and the record */
     mp_u64s blocks;          /* tree blocks a checkpoint wrote */
     int grew, forced, force_checkpoint, checkpointed, single;
+    int no_undo;             /* a checkpoint began to write: a failure now cannot be rolled back */
 
     /* snapshots: pairs (generation, count) in this process; the reader table of others */
     mp_u64s pins;
@@ -170,6 +174,10 @@ int mp__finish(mp_core *c, int r); /* commit, or roll back a failure outside a b
 int mp__leave(mp_core *c, int r); /* unlock */
 /* alloc.c */
 int mp__grow(mp_core *c, uint64_t need);
+int mp__space(mp_core *c, uint64_t end);
+int mp__space_for(mp_core *c, uint64_t count);
+void mp__space_known(mp_core *c);
+int mp__check_length(mp_core *c);
 int mp__take(mp_core *c, uint64_t page, int internal);
 int mp__take_lowest(mp_core *c, int internal, uint64_t *page);
 int mp__release(mp_core *c, uint64_t page);

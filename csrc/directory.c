@@ -124,6 +124,8 @@ static int pwrite_slot(mp_core *c, uint64_t slot, const unsigned char *data, uin
     int r = check_used(c, slot);
     if (r) return r;
     if (len != ps) return mp__fail(c, MP_E_VALUE, "a protected page holds %u bytes, not %llu", ps, (unsigned long long)len);
+    r = mp__check_length(c); /* the content goes through the mapping */
+    if (r) return r;
     uint32_t crc = mp_crc32c(0, data, ps);
     uint64_t old = c->slot_page[slot];
     if (mp__bit(c->born_bits, old)) { /* this commit made it: nothing else reads it */
@@ -146,6 +148,7 @@ static int pwrite_slot(mp_core *c, uint64_t slot, const unsigned char *data, uin
 int mp_palloc(mp_core *c, uint64_t *out, uint64_t n) {
     ENTER(c);
     int r = mp__start(c);
+    if (!r) r = mp__check_length(c); /* its pages are read and written through the mapping */
     for (uint64_t i = 0; !r && i < n; i++) r = palloc_one(c, &out[i]);
     return mp__finish(c, r);
 }

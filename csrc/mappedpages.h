@@ -126,6 +126,8 @@ int mp_snap_open(mp_snap *snap, int fd, uint32_t page_size);
 int mp_snap_of(mp_snap *snap, mp_core *writer, const char *map, uint64_t map_len);
 /* The generation of the record in force in the file behind fd. */
 int64_t mp_snap_newest(mp_snap *snap, int fd, uint32_t page_size);
+/* 1 when the other record slot may hold a newer commit, else 0; MP_E_CORRUPT_METADATA when
+ * the file is shorter than the snapshot's state (truncated). */
 int mp_snap_newer(mp_snap *snap);
 int mp_snap_refresh(mp_snap *snap);
 int mp_snap_close(mp_snap *snap);

@@ -59,10 +59,11 @@ static void reset_state(mp_core *c) {
     free(c->internal);
     free(c->pending);
     free(c->born_bits);
+    free(c->written);
     free(c->slot_page);
     free(c->slot_crc);
     free(c->verified);
-    c->internal = c->pending = c->born_bits = NULL;
+    c->internal = c->pending = c->born_bits = c->written = NULL;
     c->slot_page = NULL;
     c->slot_crc = NULL;
     c->verified = NULL;
@@ -73,6 +74,8 @@ static void reset_state(mp_core *c) {
     c->undo_dirty.n = c->undo_slots.n = 0;
     c->words_start = -1;
     c->log_len = c->log_committed = 0;
+    c->space_from = 0;
+    c->tight = 0;
     memset(&c->counts, 0, sizeof c->counts);
 }
 
@@ -454,6 +457,7 @@ static int load_state(mp_core *c, const unsigned char *x, int slot) {
     c->log_crc_committed = rec.log_crc;
     c->words_start = -1;
     c->undo_dirty.n = 0;
+    mp__space_known(c);
 out:
     free(refs.v);
     free(pend.v);
@@ -623,6 +627,7 @@ int mp_upgrade(mp_core *c, int fd, int flags, uint32_t page_size, uint64_t n, ui
     for (uint64_t k = 0; k < mp_div_up(slot_count, c->geo.fanout) && !r; k++) r = mp__dirty(c, MP_TREE_DIR, k);
     if (r) goto fail;
     c->open = 1;
+    mp__space_known(c);
     uint64_t rp[2];
     for (int i = 0; i < 2 && !r; i++) r = mp__take_lowest(c, 1, &rp[i]);
     if (r) goto fail;

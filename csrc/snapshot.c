@@ -271,8 +271,10 @@ int mp_snap_open(mp_snap *s, int fd, uint32_t page_size) {
 int mp_snap_of(mp_snap *s, mp_core *c, const char *map, uint64_t map_len) {
     mp__enter(c);
     int r = mp__start_read(c);
+    if (!r) r = mp__check_length(c);
     if (r) {
         snprintf(s->msg, sizeof s->msg, "%s", c->msg);
+        s->err = c->err;
         return mp__leave(c, r);
     }
     pthread_mutex_lock(&s->lock);
@@ -303,10 +305,21 @@ int mp_snap_of(mp_snap *s, mp_core *c, const char *map, uint64_t map_len) {
     return mp__leave(c, r);
 }
 
+/* Whether the file still holds every page of the snapshot's state: the pages of a file another
+ * process truncated are not read on as if they were there. */
+static int check_length(mp_snap *s) {
+    uint64_t size;
+    if (mp__file_size(s->fd, &size) != 0) return fail_os(s, errno, "lseek");
+    if (size / s->geo.page_size >= s->rec.page_count) return 0;
+    return fail(s, MP_E_CORRUPT_METADATA, "the file is %llu bytes long, shorter than its %llu pages: it was truncated",
+                (unsigned long long)size, (unsigned long long)s->rec.page_count);
+}
+
 int mp_snap_newer(mp_snap *s) {
     pthread_mutex_lock(&s->lock);
     int r = 0;
-    if (!s->closed && s->fd >= 0) {
+    if (!s->closed && s->fd >= 0) r = check_length(s);
+    if (!r && !s->closed && s->fd >= 0) {
         unsigned char g[8];
         uint64_t other = s->record_pages[1 - s->slot] * s->geo.page_size + MP_REC_GENERATION;
         if (!read_at(s->fd, g, 8, other)) r = mp_get64(g) > s->rec.generation;

@@ -473,7 +473,7 @@ class CSnapshot:
         return self._map.get(self._s, self._check, False)
 
     def newer(self) -> bool:
-        return bool(lib.mp_snap_newer(self._s))
+        return bool(self._check(lib.mp_snap_newer(self._s)))
 
     def refresh(self) -> bool:
         return bool(self._check(lib.mp_snap_refresh(self._s)))

@@ -134,7 +134,8 @@ class ReaderTable:
         cls, data_path: str, file_id: bytes, mode: int = 0o644, *, writer: bool = False
     ) -> ReaderTable | None:
         """The table of ``data_path``, created if missing; None when this process cannot
-        write it (no permission, a read-only file system) or has no OFD locks. The writer
+        write it (no permission, a read-only file system, for a reader no disk space for it)
+        or has no OFD locks. The writer
         (``writer=True``) never waits for the header lock: a reader holding it is fixing
         the header itself."""
         if not _HAS_OFD:
@@ -147,9 +148,15 @@ class ReaderTable:
                 return None
             raise
         try:
-            if os.fstat(fd).st_size < fmt.TABLE_SIZE:
-                os.ftruncate(fd, fmt.TABLE_SIZE)
+            # written through its mapping: a hole of a sparse table on a full disk would be a
+            # SIGBUS at the first store into it, so its space is reserved first
+            os.posix_fallocate(fd, 0, fmt.TABLE_SIZE)
             mm = mmap.mmap(fd, fmt.TABLE_SIZE)
+        except OSError as exc:
+            os.close(fd)
+            if not writer and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                return None  # a reader opens unregistered, as without write access
+            raise
         except BaseException:
             os.close(fd)
             raise

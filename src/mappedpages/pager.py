@@ -12,7 +12,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from . import _backend, _v1
@@ -21,7 +21,15 @@ from ._core_api import DATA, INTERNAL
 from ._files import create_locked, open_locked
 from ._readertable import ReaderTable, WriterView
 from .aio import AsyncPagerMethods
-from .errors import DoubleFree, InvalidPageSize, OutOfBounds, PageInUse, WriteConflict
+from .errors import (
+    DoubleFree,
+    InvalidPageSize,
+    MappedPageError,
+    OutOfBounds,
+    PageInUse,
+    Unavailable,
+    WriteConflict,
+)
 from .handles import (
     PageId,
     ProtectedPageId,
@@ -422,7 +430,13 @@ class Pager(PageReader, AsyncPagerMethods):
             if not failed:
                 raise RuntimeError("the batch was rolled back: an inner batch raised")
         else:
-            self._core.commit()
+            try:
+                self._core.commit()
+            except BaseException:
+                # the core took the batch back (a commit that failed before writing, say for
+                # want of disk space), or refuses all use now: either way none of it is kept
+                self._rolled_back()
+                raise
             self._undo.clear()
             then, self._then = self._then, []
             for fn in then:
@@ -431,8 +445,14 @@ class Pager(PageReader, AsyncPagerMethods):
     def _abort(self) -> None:
         """Return to the last committed state: the core's, then what was registered with
         ``on_rollback`` (latest first)."""
-        self._core.rollback()
-        self._n = self._core.page_count
+        with suppress(Unavailable):  # a core that refuses all use has nothing to take back
+            self._core.rollback()
+        self._rolled_back()
+
+    def _rolled_back(self) -> None:
+        """What the Python side keeps follows the core back to the last commit."""
+        with suppress(MappedPageError):  # a core that refuses all use has no page count
+            self._n = self._core.page_count
         self._version += 1
         self._then.clear()
         undo, self._undo = self._undo, []

@@ -3,11 +3,12 @@ rollback. Mirrors csrc/alloc.c; committing is commit.py's."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
 from .. import format as fmt
-from ..errors import DoubleFree, ReservedPage
+from ..errors import CorruptMetadata, DoubleFree, ReservedPage
 from . import log, pending
 from .state import State, clear_bit, get_bit, set_bit
 
@@ -36,6 +37,10 @@ def find_free(c: State) -> int:
 
 def take(c: State, page: int, internal: bool) -> None:
     """Make a free page a data page (or an internal one) in use, and log it."""
+    if page >= c.space_from:
+        space(c, page + 1)
+    if c.tight and not get_bit(c.written, page):
+        _zero_pages(c, page, page + 1)
     set_bit(c.taken, page)
     counts = c.counts
     counts.free -= 1
@@ -95,6 +100,159 @@ def check_freeable(c: State, page: int) -> None:
         raise DoubleFree(f"page {page} is already free")
 
 
+def check_length(c: State) -> None:
+    """Whether the file still holds every page of the state: another process may have
+    truncated it, and then no commit may name those pages, nor may the core touch them through
+    the mapping (a SIGBUS). The length comes from lseek, not fstat (format.file_size)."""
+    size = fmt.file_size(c.fd)
+    if size // c.ps < c.counts.n:
+        c.poisoned = True  # its pages are gone: nothing this pager holds can be committed again
+        raise CorruptMetadata(
+            f"the file is {size} bytes long, shorter than its {c.counts.n} pages: it was truncated"
+        )
+
+
+# One reservation serves the next allocations too: on ext4 a posix_fallocate of 64 new pages
+# costs what one of a single page does (5-6 us), which would double the cost of an alloc().
+AHEAD_BYTES = 256 * 1024
+# Below this much free space (or a quarter of the file system) it counts as nearly full.
+TIGHT_BYTES = 64 << 20
+_ZEROS = bytes(1 << 16)
+
+
+# A request larger than this that the free space cannot hold fails at once (csrc/alloc.c,
+# reserve(): posix_fallocate would take every free block first, and keep them on ext4).
+BIG_RESERVE = 64 << 20
+
+
+def reserve(fd: int, offset: int, length: int) -> None:
+    if length > BIG_RESERVE:
+        st = os.fstatvfs(fd)
+        if length - BIG_RESERVE > st.f_bavail * st.f_frsize:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    os.posix_fallocate(fd, offset, length)
+
+
+def _reserve(c: State, offset: int, length: int) -> None:
+    try:
+        reserve(c.fd, offset, length)
+    except OSError as exc:
+        c.tight = True
+        err = exc.errno or 0
+        raise OSError(err, f"reserving disk space (posix_fallocate): {os.strerror(err)}") from None
+
+
+def _look(c: State) -> None:
+    """Whether the file system is nearly full (csrc/alloc.c, look(): ext4 then allocates at
+    the write fault, where a block it cannot have is a SIGBUS; pages are then written with
+    zeros by pwrite, which fails with ENOSPC instead, before they are used)."""
+    try:
+        st = os.fstatvfs(c.fd)
+    except OSError:
+        c.tight = True  # cannot tell: as if it were
+        return
+    c.tight = st.f_bavail * st.f_frsize < min(st.f_blocks * st.f_frsize // 4, TIGHT_BYTES)
+
+
+def _zero_pages(c: State, lo: int, hi: int) -> None:
+    """Write zeros into pages [lo, hi), all free (so that no state and no snapshot reads them)."""
+    off, end = lo * c.ps, hi * c.ps
+    try:
+        while off < end:
+            w = os.pwrite(c.fd, _ZEROS[: min(len(_ZEROS), end - off)], off)
+            if w <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            off += w
+    except OSError as exc:
+        c.tight = True
+        err = exc.errno or 0
+        raise OSError(err, f"writing zeros into new pages (pwrite): {os.strerror(err)}") from None
+    for page in range(lo, hi):
+        set_bit(c.written, page)
+
+
+def space(c: State, end: int) -> None:
+    """Disk space for the pages below ``end`` (at most the page count), before the core writes
+    them or hands them out: a hole of a sparse file written through the mapping on a full disk
+    is a SIGBUS, not an error. Pages below ``space_from`` have their space already: allocation
+    takes the lowest page it may, so every page below one ever used was used too, and was
+    reserved then."""
+    start = c.space_from
+    if end <= start:
+        return
+    want = min(max(start + max(1, AHEAD_BYTES // c.ps), end), c.counts.n)
+    check_length(c)  # posix_fallocate would lengthen a truncated file again
+    _look(c)
+    try:
+        _reserve(c, start * c.ps, (want - start) * c.ps)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or want == end:
+            raise
+        want = end  # a nearly full disk: its last pages
+        _reserve(c, start * c.ps, (want - start) * c.ps)
+    if c.tight:
+        try:
+            _zero_pages(c, start, want)
+        except OSError:
+            if want == end:
+                raise
+            want = end
+            _zero_pages(c, start, want)
+    c.space_from = want
+
+
+def _zero_lowest(c: State, k: int) -> None:
+    """The ``k`` lowest free pages below ``space_from`` that this open has not written: with
+    zeros, when the file system is nearly full, so that a bulk call fails, if it must, before
+    it takes any."""
+    lo = hi = 0  # a run of pages to write
+    taken, written, limit = c.taken, c.written, c.space_from
+    pos = c.hint
+    while k > 0:
+        m = _NOT_FULL.search(taken, pos)
+        if m is None:
+            break
+        byte = m.start()
+        value = taken[byte]
+        for bit in range(8):
+            page = byte * 8 + bit
+            if value >> bit & 1:
+                continue
+            if page >= limit:
+                k = 0
+                break
+            k -= 1
+            if not get_bit(written, page):
+                if page != hi:
+                    if hi > lo:
+                        _zero_pages(c, lo, hi)
+                    lo = page
+                hi = page + 1
+            if k == 0:
+                break
+        pos = byte + 1
+    if hi > lo:
+        _zero_pages(c, lo, hi)
+
+
+def space_for(c: State, count: int) -> None:
+    """Space for the ``count`` pages allocation takes next (the lowest it may reuse, then pages
+    never used), so that a bulk call that cannot have it fails before it takes any."""
+    fresh = c.counts.n - c.space_from  # every page from space_from on is free
+    below = max(0, c.counts.free - len(c.held) - fresh)
+    if count > below:
+        space(c, c.space_from + (count - below))
+    if c.tight:
+        _zero_lowest(c, min(count, below))
+
+
+def space_known(c: State) -> None:
+    """After a load: the pages that have space are those up to the highest in use or pending."""
+    end = len(c.taken.rstrip(b"\0"))
+    top = (end - 1) * 8 + c.taken[end - 1].bit_length() if end else 0
+    c.space_from = min(top, c.counts.n)
+
+
 def grow(c: State, needed: int) -> None:
     """Extend the file so that ``needed`` more pages exist (docs/FORMAT.md, "Growth")."""
     old = c.counts.n
@@ -102,20 +260,21 @@ def grow(c: State, needed: int) -> None:
     if new > fmt.PAGE_LIMIT or new * c.ps > (1 << 63) - 1:
         raise OSError(27, "File too large: growing the file")  # EFBIG
     size = new * c.ps
+    check_length(c)  # growing a truncated file would hide that its pages are gone
     more = bitmap_bytes(c, new) - len(c.taken)
     if more > 0:  # the memory first: a file too large for it stays as it was
-        for bits in (c.taken, c.internal, c.pending):
+        for bits in (c.taken, c.internal, c.pending, c.written):
             bits.extend(bytes(more))
-    if c.prealloc:
-        os.posix_fallocate(c.fd, 0, size)
-    elif os.fstat(c.fd).st_size < size:
+    if c.prealloc:  # the pages' space now; space_from moves on as they are used (space())
+        reserve(c.fd, c.space_from * c.ps, size - c.space_from * c.ps)
+    elif fmt.file_size(c.fd) < size:
         os.ftruncate(c.fd, size)
-    c.counts.n = new
-    c.counts.free += new - old
-    c.grew = True
     from .open import map_file  # the mapping follows the file
 
     map_file(c, new)
+    c.counts.n = new
+    c.counts.free += new - old
+    c.grew = True
 
 
 def scan(c: State, start: int, limit: int) -> list[int]:
@@ -168,7 +327,7 @@ def rollback(c: State) -> None:
     committed = c.committed
     if committed.n != c.counts.n:  # the batch grew the file: the new pages are all free again
         keep = bitmap_bytes(c, committed.n)
-        for bits in (c.taken, c.internal, c.pending):
+        for bits in (c.taken, c.internal, c.pending, c.written):
             del bits[keep:]
     if committed.slot_count != c.counts.slot_count:
         del c.slot_page[committed.slot_count :]
@@ -177,6 +336,7 @@ def rollback(c: State) -> None:
         del c.slot_bits[keep:]
         del c.verified[keep:]
     c.counts = committed.copy()
+    c.space_from = min(c.space_from, committed.n)  # pages a growth added are gone
     for tree, leaf in c.undo_dirty:
         tree.dirty.discard(leaf)
     clear_commit(c)
@@ -204,3 +364,4 @@ def clear_commit(c: State) -> None:
     c.forced = False
     c.force_checkpoint = False
     c.checkpointed = False
+    c.no_undo = False

@@ -94,6 +94,7 @@ def write(c: State) -> None:
             changed = True
         if not changed:
             break
+    c.no_undo = True  # from here on the trees change in ways the log does not tell
     assigned = dict(zip(need, sorted(pages), strict=True))
     for t, (tree, height) in enumerate(zip(_trees(c), _heights(c), strict=True)):
         for level in range(height + 1):

@@ -8,8 +8,9 @@
 4. sync2:  make the record durable (a one-barrier commit: with everything it wrote);
 5. done:   adopt the new state in memory.
 
-A failure anywhere poisons the core: the file still holds a consistent state, but this process
-can no longer tell which one.
+A failure from the first write on poisons the core: the file still holds a consistent state, but
+this process can no longer tell which one. A failure before it (a checkpoint that found no space
+for its blocks) is rolled back by the caller, as a failed call is.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ def commit(c: State) -> None:
         raise ValueError("the file is at the last generation a commit record can hold")
     try:
         single = write_step(c)
+    except BaseException:
+        # failed before its checkpoint wrote anything (no space for a block's page, say): it
+        # left only what a rollback undoes, which the caller does
+        if c.no_undo:
+            c.poisoned = True
+        raise
+    try:
         if not single:
             sync1_step(c)
         flip_step(c, single)
@@ -55,6 +63,7 @@ def autocommit(c: State) -> None:
 
 def write_step(c: State) -> bool:
     """Log or checkpoint; returns whether the commit takes a single barrier."""
+    alloc.check_length(c)  # nothing is committed past the end of a truncated file
     log.start(c)  # even a commit that changed nothing the log tells (growth alone) has a GEN
     c.checkpointed = c.force_checkpoint or len(c.log) > fmt.log_room(c.geo.block)
     if c.checkpointed:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from .. import format as fmt
 from .._v1 import V1State
-from ..errors import DoubleFree, OutOfBounds
+from ..errors import CorruptMetadata, DoubleFree
 from . import alloc, commit, directory, pending
 from .crc import crc32c
 from .open import map_file, open_file, upgrade
@@ -109,11 +109,11 @@ class PyCore:
             pending.release(c)
         try:
             result = fn(c, *args)
+            commit.autocommit(c)  # a commit that failed before writing left no poison
         except BaseException:
             if not c.in_batch and not c.poisoned:
                 alloc.rollback(c)
             raise
-        commit.autocommit(c)
         return result
 
     def alloc(self) -> int:
@@ -131,6 +131,7 @@ class PyCore:
                 free = c.counts.free - len(c.held)  # pending pages are free but not to be had yet
                 if n > free:
                     alloc.grow(c, n - free)
+                alloc.space_for(c, n)
                 return [alloc.take_lowest(c, False) for _ in range(n)]
 
             return self._change(bulk)
@@ -230,7 +231,12 @@ class PyCore:
                 c = self._c
                 c.writer()
                 c.in_batch = False
-                commit.commit(c)
+                try:
+                    commit.commit(c)
+                except BaseException:
+                    if not c.poisoned:  # failed before writing: the batch is undone
+                        alloc.rollback(c)
+                    raise
             finally:
                 self._end_batch()
 
@@ -288,13 +294,14 @@ class PyCore:
         with self._lock:
             c = self._c
             c.live()
+            alloc.check_length(c)
             gen = pending.pin(c)
             page = c.record_pages[c.rec]
             raw = bytes(c.mm[page * c.ps : page * c.ps + c.geo.block])
             slot = fmt.read_record_slot(raw, c.rec, page, c.geo, len(c.mm), crc32c)
             if slot.header is None or slot.header.generation != gen:
                 pending.unpin(c, gen)
-                raise OutOfBounds(f"the record in force does not read back ({slot.why})")
+                raise CorruptMetadata("the record in force does not read back")
             view = memoryview(c.mm).toreadonly()
             return Snapshot(c.geo, view, slot, release=lambda: pending.unpin(c, gen))
 

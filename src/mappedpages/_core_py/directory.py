@@ -55,6 +55,7 @@ def palloc(c: State, n: int) -> list[int]:
     """``n`` new protected pages, each with a page of zeros: per slot INTERNAL, SLOT."""
     ps, zero = c.ps, bytes(c.ps)
     crc = zero_crc(ps)
+    alloc.check_length(c)  # its pages are read and written through the mapping
     out: list[int] = []
     for _ in range(n):
         page = alloc.take_lowest(c, True)
@@ -113,6 +114,7 @@ def pwrite(c: State, slot: int, content: bytes) -> None:
     check_used(c, slot)
     if len(content) != c.ps:
         raise ValueError(f"a protected page holds {c.ps} bytes, not {len(content)}")
+    alloc.check_length(c)  # the content goes through the mapping
     crc = _py_crc32c(content)
     old = c.slot_page[slot]
     if old in c.born:

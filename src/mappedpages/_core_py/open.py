@@ -20,7 +20,7 @@ from ..errors import (
 )
 from ..format import Header
 from . import log
-from .alloc import bitmap_bytes
+from .alloc import bitmap_bytes, space_known
 from .crc import crc32c
 from .state import Counts, State, Tree, get_bit
 from .tree import BITMAP, DIRECTORY, Reader
@@ -206,6 +206,7 @@ def load_state(c: State, slot: fmt.RecordSlot) -> None:
     c.counts, c.committed = counts, counts.copy()
     c.taken = bytearray((u_all | int.from_bytes(pend, "little")).to_bytes(nb, "little"))
     c.internal, c.pending, c.held = internal, pend, held
+    c.written = bytearray(nb)
     c.fifo = deque(sorted((g, p) for p, g in held.items()))
     c.born = set()
     c.hint = 0
@@ -222,6 +223,7 @@ def load_state(c: State, slot: fmt.RecordSlot) -> None:
     c.log_committed = len(slot.log)
     c.log_crc_committed = rec.log_crc
     c.words_start = -1
+    space_known(c)
 
 
 def _apply_log(
@@ -287,7 +289,7 @@ def upgrade(c: State, v1: V1State, file_id: bytes) -> None:
     map_file(c, n)
     nb = bitmap_bytes(c, n)
     c.taken = bytearray(bytes(v1.used).ljust(nb, b"\0"))
-    c.internal, c.pending = bytearray(nb), bytearray(nb)
+    c.internal, c.pending, c.written = bytearray(nb), bytearray(nb), bytearray(nb)
     c.gen = c.checkpoint = v1.generation
     protected = [v1.protected[s] for s in sorted(v1.protected)]
     keep = {0, 1, 2, *v1.data_pages, *protected}
@@ -324,6 +326,7 @@ def upgrade(c: State, v1: V1State, file_id: bytes) -> None:
     from . import commit as _commit
     from . import directory as _directory
 
+    space_known(c)
     records = (_alloc.take_lowest(c, True), _alloc.take_lowest(c, True))
     for page in records:
         c.mm[page * ps : (page + 1) * ps] = bytes(ps)

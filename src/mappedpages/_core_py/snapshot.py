@@ -263,6 +263,12 @@ class Snapshot:
             if self._header is None:
                 return False
             ps = self.geometry.page_size
+            size = fmt.file_size(self._fd)
+            if size // ps < self._rec.page_count:  # truncated: its pages are not read on
+                raise CorruptMetadata(
+                    f"the file is {size} bytes long, shorter than its {self._rec.page_count} "
+                    "pages: it was truncated"
+                )
             other = self._header.records[1 - self._slot.number]
             raw = os.pread(self._fd, 16, other * ps)
             return len(raw) == 16 and int.from_bytes(raw[8:16], "little") > self._rec.generation

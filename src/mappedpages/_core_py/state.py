@@ -73,6 +73,9 @@ class State:
         self.fifo: deque[tuple[int, int]] = deque()  # (generation, page), oldest first
         self.born: set[int] = set()  # pages allocated since the last commit
         self.hint = 0  # no free page below this byte of ``taken``
+        self.space_from = 0  # pages from here on may be holes: reserved before use (alloc.py)
+        self.tight = False  # the file system was nearly full at the last look (alloc.py)
+        self.written = bytearray()  # pages written with zeros in this open, to give them space
 
         self.slot_page = array("Q")
         self.slot_crc = array("I")
@@ -98,6 +101,7 @@ class State:
         self.forced = False  # commit even if nothing changed
         self.force_checkpoint = False  # the next commit writes the trees
         self.checkpointed = False  # the commit in progress is a checkpoint
+        self.no_undo = False  # a checkpoint began to write: a failure now cannot be rolled back
         self.next_log_crc = 0
 
         # snapshots: generation -> count, in this process; the reader table of other ones
