@@ -24,6 +24,10 @@ import mappedpages as mp
 from helpers import count
 from mappedpages import _backend
 
+# slow: builds its own C core, run in full by the first run of .ci/run (the installed wheel's run
+# leaves the slow tests out)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 SOURCES = sorted(str(p) for p in CSRC.glob("*.c"))

@@ -18,6 +18,10 @@ sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent / "examples"
 
 from kvstore import KVStore  # the examples directory is not a package
 
+# slow: runs the examples, run in full by the first run of .ci/run (the installed wheel's run
+# leaves the slow tests out)
+pytestmark = pytest.mark.slow
+
 KILLS = int(os.environ.get("KVSTORE_SIGKILLS", "20"))
 READY = struct.pack("<I", 0xFFFFFFFF)  # the child has opened the store
 

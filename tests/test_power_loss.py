@@ -28,6 +28,10 @@ from mappedpages._core_api import FREE
 from mappedpages.checker import check_file
 from mappedpages.handles import ProtectedPageId
 
+# slow: a proof, run in full by the first run of .ci/run (the installed wheel's run
+# leaves the slow tests out)
+pytestmark = pytest.mark.slow
+
 SECTOR = 512
 PS = 1024
 

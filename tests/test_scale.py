@@ -6,8 +6,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import mappedpages as mp
 from mappedpages.checker import check_file
+
+# slow: a proof, run in full by the first run of .ci/run (the installed wheel's run
+# leaves the slow tests out)
+pytestmark = pytest.mark.slow
 
 TARGET = (1 << 21) + 1000  # past 2^21 pages of 1 KiB
 

@@ -23,6 +23,10 @@ import pytest
 import mappedpages as mp
 from helpers import State, check_ok, count, pager_state
 
+# slow: a proof, run in full by the first run of .ci/run (the installed wheel's run
+# leaves the slow tests out)
+pytestmark = pytest.mark.slow
+
 KILLS = int(os.environ.get("MAPPEDPAGES_SIGKILLS", "120"))
 
 

@@ -32,6 +32,10 @@ import pytest
 import mappedpages as mp
 from helpers import check_ok, count, pager_state
 
+# slow: a proof, run in full by the first run of .ci/run (the installed wheel's run
+# leaves the slow tests out)
+pytestmark = pytest.mark.slow
+
 READS = int(os.environ.get("MAPPEDPAGES_SNAPSHOT_READS", "20000"))
 WALKS = int(os.environ.get("MAPPEDPAGES_SNAPSHOT_WALKS", "5000"))
 REOPEN = os.environ.get("MAPPEDPAGES_SNAPSHOT_REOPEN", "100")  # reads between two opens

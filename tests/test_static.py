@@ -6,6 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# slow: checks the source tree, run in full by the first run of .ci/run (the installed wheel's run
+# leaves the slow tests out)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
