@@ -355,3 +355,20 @@ def test_repr_and_context(pager: mp.Pager) -> None:
     assert "Pager" in repr(pager)
     with pytest.raises(TypeError):
         mp.Pager("x")  # type: ignore[call-arg]
+
+
+def test_open_with_create_makes_a_missing_file_and_opens_an_existing_one(
+    core: str, path: str
+) -> None:
+    with pytest.raises(FileNotFoundError):
+        mp.Pager.open(path)
+    with mp.Pager.open(path, 1024, create=True, sync=False) as p:  # made now, 1 KiB pages
+        pid = p.alloc()
+        assert p.page_size == 1024
+    with mp.Pager.open(path, create=True) as p:  # opened as it is: the page size is the file's
+        assert p.page_size == 1024 and list(p.iter_allocated_pages()) == [pid]
+    with pytest.raises(mp.InvalidPageSize):
+        mp.Pager.open(path, 4096, create=True)
+    other = path + ".default"
+    with mp.Pager.open(other, create=True) as p:
+        assert p.page_size == 4096

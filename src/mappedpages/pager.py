@@ -110,12 +110,29 @@ class Pager(PageReader, AsyncPagerMethods):
         *,
         sync: bool = True,
         preallocate: bool = True,
+        create: bool = False,
+        mode: int = 0o666,
     ) -> Pager:
-        """Open an existing file; ``page_size`` None takes it from the file."""
+        """Open an existing file; ``page_size`` None takes it from the file.
+
+        With ``create=True`` a missing file is created first (``page_size`` None: 4096;
+        ``mode`` as for ``create``), so the same call serves the first run and every later one.
+        """
         wanted = 0 if page_size is None else check_page_size(page_size)
         spath = os.fspath(path)
-        fd = open_locked(spath)
-        return cls._attach(fd, spath, wanted, bool(sync), bool(preallocate))
+        while True:
+            try:
+                fd = open_locked(spath)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    return cls.create(
+                        spath, wanted or 4096, sync=sync, preallocate=preallocate, mode=mode
+                    )
+                except FileExistsError:
+                    continue  # another process created it meanwhile: open that one
+            return cls._attach(fd, spath, wanted, bool(sync), bool(preallocate))
 
     @classmethod
     def _attach(cls, fd: int, path: str, page_size: int, sync: bool, prealloc: bool) -> Pager:

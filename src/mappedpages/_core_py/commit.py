@@ -19,7 +19,7 @@ import mmap
 import os
 
 from .. import format as fmt
-from . import alloc, checkpoint, log
+from . import alloc, checkpoint, log, sync
 from .crc import crc32c
 from .state import State
 
@@ -139,4 +139,4 @@ def msync(c: State, spans: list[tuple[int, int]]) -> None:
     """One msync(MS_SYNC) over the span of ``spans``, rounded out to whole OS pages."""
     lo = min(off for off, _ in spans) // _OS_PAGE * _OS_PAGE
     hi = (max(off + n for off, n in spans) + _OS_PAGE - 1) // _OS_PAGE * _OS_PAGE
-    c.mm.flush(lo, min(hi, len(c.mm)) - lo)
+    sync.msync(c.mm, lo, min(hi, len(c.mm)) - lo)

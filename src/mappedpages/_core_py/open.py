@@ -19,7 +19,7 @@ from ..errors import (
     RecoveryWarning,
 )
 from ..format import Header
-from . import log
+from . import log, sync
 from .alloc import bitmap_bytes, space_known
 from .crc import crc32c
 from .state import Counts, State, Tree, get_bit
@@ -110,7 +110,7 @@ def open_file(c: State, wanted: int) -> None:
             off = s.page * c.ps
             c.mm[off : off + geo.block] = bytes(geo.block)
         if passed and c.sync:
-            c.mm.flush(0, min(len(c.mm), (max(c.record_pages) + 1) * c.ps))
+            sync.msync(c.mm, 0, min(len(c.mm), (max(c.record_pages) + 1) * c.ps))
 
 
 def load_state(c: State, slot: fmt.RecordSlot) -> None:
