@@ -1,7 +1,7 @@
 """One Pager shared by threads: every call is serialized inside, a batch belongs to its thread.
 
 The hammer and the async mix run in subprocesses (thread_workers.py), so that a crash is a
-failed run rather than a dead test session. MAPPEDPAGES_THREAD_RUNS sets the number of
+failed run rather than a dead pytest process. MAPPEDPAGES_THREAD_RUNS sets the number of
 hammer runs per core and durability (default 2), MAPPEDPAGES_ASYNC_RUNS the async mixes
 (default 20).
 """

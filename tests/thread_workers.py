@@ -1,5 +1,5 @@
 """Workloads that share one Pager between threads, run in a subprocess by test_threads.py (a
-crash there is a failed run, not a dead test session).
+crash there is a failed run, not a dead pytest process).
 
     python thread_workers.py hammer PATH SYNC THREADS STEPS SEED
     python thread_workers.py asyncmix PATH RUNS SEED
