@@ -1731,7 +1731,10 @@ static void hostile(const char *name, const unsigned char *orig, size_t size, co
                 CHECK(mp_snap_close(s) == 0);
                 mp_snap_free(s);
             }
-            if (writable) {
+            if (writable && mp_generation(c) + 1 >= MP_GENERATION_LIMIT) {
+                /* a record forged at the last generation: the first commit refuses, and poisons */
+                CHECK(mp_alloc(c) == MP_E_VALUE && mp_alloc(c) == MP_E_UNAVAILABLE);
+            } else if (writable) {
                 every_change(c);
                 view end = writer_view(c);
                 CHECK(mp_close(c) == 0);
