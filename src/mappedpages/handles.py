@@ -17,6 +17,8 @@ from .errors import InvalidPageSize
 from .format import valid_page_size
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .pager import Pager
     from .protected import ProtectedPageWriter
 
@@ -69,7 +71,7 @@ class _Handle(tuple):  # type: ignore[type-arg]
     __slots__ = ()
     _KIND = -1
 
-    def __new__(cls, index: int, page_size: int) -> Any:
+    def __new__(cls, index: int, page_size: int) -> Self:
         return tuple.__new__(cls, (_check_index(index), check_page_size(page_size), cls._KIND))
 
     index: int = property(itemgetter(0))  # type: ignore[assignment]
@@ -88,10 +90,10 @@ class _Handle(tuple):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self[0]}, page_size={self[1]})"
 
-    def __copy__(self) -> Any:
+    def __copy__(self) -> Self:
         return self
 
-    def __deepcopy__(self, memo: object) -> Any:
+    def __deepcopy__(self, memo: object) -> Self:
         return self
 
 
