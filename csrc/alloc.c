@@ -86,7 +86,7 @@ int mp__bits_room(mp_core *c, uint64_t pages) {
     return 0;
 }
 
-static uint64_t find_free(const mp_core *c) {
+uint64_t mp__find_free(const mp_core *c) {
     uint64_t page = mp_bitmap_first_clear(&c->taken);
     return page < c->counts.n ? page : UINT64_MAX;
 }
@@ -114,11 +114,11 @@ int mp__take(mp_core *c, uint64_t page, int internal) {
 }
 
 int mp__take_lowest(mp_core *c, int internal, uint64_t *page) {
-    *page = find_free(c);
+    *page = mp__find_free(c);
     if (*page == UINT64_MAX) {
         int r = mp__grow(c, 1);
         if (r) return r;
-        *page = find_free(c);
+        *page = mp__find_free(c);
     }
     return mp__take(c, *page, internal);
 }
@@ -277,11 +277,16 @@ int mp__space_for(mp_core *c, uint64_t count) {
     return r;
 }
 
+uint64_t mp__top_bit(const uint64_t *v, uint64_t words) {
+    while (words > 0 && !v[words - 1]) words--;
+    return words ? words * 64 - (uint64_t)__builtin_clzll(v[words - 1]) : 0;
+}
+
+uint64_t mp__top_taken(const mp_core *c) { return mp__top_bit(c->taken.level[0], c->taken.words[0]); }
+
 /* After a load: the pages that have space are those up to the highest one in use or pending. */
 void mp__space_known(mp_core *c) {
-    uint64_t w = c->taken.words[0];
-    while (w > 0 && !c->taken.level[0][w - 1]) w--;
-    c->space_from = w ? w * 64 - (uint64_t)__builtin_clzll(c->taken.level[0][w - 1]) : 0;
+    c->space_from = mp__top_taken(c);
     if (c->space_from > c->counts.n) c->space_from = c->counts.n;
 }
 
@@ -328,7 +333,7 @@ void mp__clear_commit(mp_core *c) {
     c->born.n = 0;
     c->staged.n = 0;
     c->blocks.n = 0;
-    c->grew = c->forced = c->force_checkpoint = c->checkpointed = c->single = c->no_undo = 0;
+    c->grew = c->forced = c->force_checkpoint = c->checkpointed = c->single = c->no_undo = c->cut = 0;
 }
 
 /* Undo this commit's log words, latest first, and return to the committed counts. */

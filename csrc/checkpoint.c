@@ -32,10 +32,13 @@ static int empty_leaf(const mp_core *c, int tree, uint64_t k) {
     return 1;
 }
 
+/* The least height that holds the state's leaves, and never less than the tree has: a tree
+ * does not get shorter when a shrink lowers the page count (docs/FORMAT.md, "A checkpoint"). */
 static unsigned height(const mp_core *c, int tree) {
     uint64_t leaves = tree == MP_TREE_BITMAP ? mp_div_up(c->counts.n, c->geo.leaf_pages)
                                              : mp_div_up(c->counts.slot_count, c->geo.fanout);
-    return mp_height_for(&c->geo, leaves);
+    unsigned h = mp_height_for(&c->geo, leaves);
+    return h > c->trees[tree].height ? h : c->trees[tree].height;
 }
 
 static mp_ptr old_ptr(const mp_tree *t, unsigned level, uint64_t index) {

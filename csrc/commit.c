@@ -57,6 +57,7 @@ static int write_step(mp_core *c) {
         r = mp__checkpoint(c);
         if (r) return r;
     }
+    if (c->cut) mp__cut(c); /* a shrink: after the checkpoint has placed its blocks */
     uint64_t *w = malloc((size_t)(c->staged.n + c->blocks.n + 1) * 8);
     if (!w) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
     uint64_t n = written(c, w);

@@ -119,6 +119,7 @@ struct mp_core {
     mp_u64s staged;          /* pages written for it besides tree blocks and the record */
     mp_u64s blocks;          /* tree blocks a checkpoint wrote */
     int grew, forced, force_checkpoint, checkpointed, single;
+    int cut;                 /* a shrink: the state ends after its last page in use (mp__cut) */
     int no_undo;             /* a checkpoint began to write: a failure now cannot be rolled back */
 
     /* snapshots: pairs (generation, count) in this process; the reader table of others */
@@ -143,6 +144,8 @@ struct mp_snap {
 
     int slot;
     mp_record rec;
+    unsigned char record[MP_MAX_BLOCK]; /* the record's block as read: the writer overwrites
+                                           its slot two commits later, a backup still needs it */
     unsigned char *log;      /* a copy of the record's log */
     uint64_t log_len;
     /* the log's changes: sorted disjoint runs (first, count, kind), and slots (slot, page, crc) */
@@ -177,6 +180,11 @@ int mp__grow(mp_core *c, uint64_t need);
 int mp__space(mp_core *c, uint64_t end);
 int mp__space_for(mp_core *c, uint64_t count);
 void mp__space_known(mp_core *c);
+uint64_t mp__find_free(const mp_core *c);   /* the lowest page free to reuse, or UINT64_MAX */
+uint64_t mp__top_bit(const uint64_t *v, uint64_t words); /* one past the highest bit set, or 0 */
+uint64_t mp__top_taken(const mp_core *c);   /* one past the highest page in use or pending */
+void mp__cut(mp_core *c);                   /* shrink.c: a shrink's cut, after its checkpoint */
+int mp__move_slot(mp_core *c, uint64_t slot); /* the slot's content to the lowest free page */
 int mp__check_length(mp_core *c);
 int mp__take(mp_core *c, uint64_t page, int internal);
 int mp__take_lowest(mp_core *c, int internal, uint64_t *page);

@@ -143,6 +143,22 @@ static int pwrite_slot(mp_core *c, uint64_t slot, const unsigned char *data, uin
     return mp__release(c, old);
 }
 
+/* A protected write of the slot's own content, checked first (so that damage is not given a
+ * valid checksum): it moves to the lowest page free to reuse. */
+int mp__move_slot(mp_core *c, uint64_t slot) {
+    const uint32_t ps = c->geo.page_size;
+    uint64_t page = c->slot_page[slot];
+    unsigned char *copy = malloc(ps);
+    if (!copy) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
+    memcpy(copy, c->map + page * ps, ps);
+    int r = mp_crc32c(0, copy, ps) == c->slot_crc[slot]
+                ? pwrite_slot(c, slot, copy, ps)
+                : mp__fail(c, MP_E_CORRUPT_DIRECTORY, "protected page %llu: its content (page %llu) does not match its checksum",
+                           (unsigned long long)slot, (unsigned long long)page);
+    free(copy);
+    return r;
+}
+
 /* -- public functions -------------------------------------------------------------------- */
 
 int mp_palloc(mp_core *c, uint64_t *out, uint64_t n) {

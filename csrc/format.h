@@ -17,6 +17,7 @@
 #define MP_MAX_BLOCK 4096u
 #define MP_INITIAL_PAGES 16u
 #define MP_RESERVED_PAGES 3u
+#define MP_MIN_PAGE_COUNT 4u /* the reserved pages and one more: the smallest state */
 #define MP_GROW_MIN_STEP 16u
 #define MP_GROW_CAP_BYTES (1ull << 30)
 #define MP_ONE_BARRIER_MAX_PAGE 65536u

@@ -92,6 +92,12 @@ int64_t mp_pscan(mp_core *core, uint64_t start, uint64_t *out, uint64_t limit);
 int mp_begin(mp_core *core);
 int mp_commit(mp_core *core);
 int mp_rollback(mp_core *core);
+/* Commit a page count that ends after the last page in use or pending (one commit, a
+ * checkpoint), then truncate the file to it: returns the pages the file lost. Not in a batch. */
+int64_t mp_shrink(mp_core *c);
+/* The file cut to the committed page count (returns the pages cut): what mp_shrink does after
+ * its commit, for a caller that commits step by step (mp_set_manual). */
+int64_t mp_trim(mp_core *c);
 int mp_checkpoint_now(mp_core *core);
 /* Pending pages no snapshot can read any longer become free to reuse (as at the start of
  * every mutating call). */
@@ -141,7 +147,12 @@ uint64_t mp_snap_data_count(const mp_snap *snap);
 uint64_t mp_snap_slot_count(const mp_snap *snap);
 uint64_t mp_snap_slots_used(const mp_snap *snap);
 int mp_snap_record_slot(const mp_snap *snap);
+/* The snapshot's commit record block, as it was read, into out (len >= the block size):
+ * returns the block size. */
+int64_t mp_snap_record(mp_snap *snap, unsigned char *out, uint64_t len);
 int mp_snap_kind(mp_snap *snap, uint64_t page);
+/* The kinds of pages [start, start + n) into out[0 .. n), as mp_snap_kind answers: returns n. */
+int64_t mp_snap_kinds(mp_snap *snap, uint64_t start, unsigned char *out, uint64_t n);
 int64_t mp_snap_scan(mp_snap *snap, uint64_t start, uint64_t *out, uint64_t limit);
 int mp_snap_pused(mp_snap *snap, uint64_t slot);
 int64_t mp_snap_ppage(mp_snap *snap, uint64_t slot);

@@ -23,7 +23,7 @@ int mp__record_valid(const unsigned char *x, const mp_geometry *g, uint64_t file
     if (r.flags && !mp_one_barrier_allowed(g->page_size)) return (*why = "one barrier with large pages"), -1;
     if (!(1 <= r.checkpoint && r.checkpoint <= r.generation) || r.generation >= MP_GENERATION_LIMIT)
         return (*why = "bad generations"), -1;
-    if (r.page_count < 4 || r.page_count > MP_PAGE_LIMIT) return (*why = "bad page count"), -1;
+    if (r.page_count < MP_MIN_PAGE_COUNT || r.page_count > MP_PAGE_LIMIT) return (*why = "bad page count"), -1;
     if (r.bitmap_height > MP_MAX_HEIGHT || r.dir_height > MP_MAX_HEIGHT) return (*why = "bad tree height"), -1;
     if (r.slot_count > r.page_count || r.slots_used > r.slot_count) return (*why = "bad slot counts"), -1;
     if (r.free_count > r.page_count || r.data_count > r.page_count - r.free_count) return (*why = "bad page counts"), -1;

@@ -164,6 +164,7 @@ static int adopt(mp_snap *s, const unsigned char *x, int slot) {
     mp__memcpy(log, x + MP_LOG_OFFSET, rec.log_len);
     s->log = log;
     s->log_len = rec.log_len;
+    mp__memcpy(s->record, x, s->geo.block);
     s->rec = rec;
     s->slot = slot;
     return parse_log(s, from);
@@ -202,20 +203,35 @@ static int newest(mp_snap *s, int fd, uint32_t page_size, header *h, unsigned ch
        stale copy of a record the writer overwrote twice while the second was being rewritten,
        older than a commit the writer made before it could see this reader's slot. Each retry
        means the writer wrote a record meanwhile; none means a reader waits for it. */
-    unsigned char again[MP_MAX_BLOCK];
-    for (;;) {
-        for (int i = 0; i < 2; i++)
-            if (read_at(fd, raw + (size_t)i * g.block, g.block, h->records[i] * h->page_size)) return fail_os(s, errno, "pread");
-        if (read_at(fd, again, g.block, h->records[0] * h->page_size)) return fail_os(s, errno, "pread");
-        if (memcmp(again, raw, g.block) == 0) break;
-    }
-    /* the size after the records: a writer grows the file before it writes a record naming
-       the larger size, so the size mp__header took could be too small for a record read since */
-    if (mp__file_size(fd, &h->size) != 0) return fail_os(s, errno, "lseek");
+    unsigned char again[2 * MP_MAX_BLOCK];
     int order[2], good, passed;
-    r = mp__in_force(records, &g, h->size, read_fd, &fd, order, &good, &passed);
-    if (r == MP_E_TRUNCATED)
-        return fail(s, MP_E_CORRUPT_METADATA, "the file is shorter than the state of its newest commit: it was truncated");
+    for (;;) {
+        for (;;) {
+            for (int i = 0; i < 2; i++)
+                if (read_at(fd, raw + (size_t)i * g.block, g.block, h->records[i] * h->page_size))
+                    return fail_os(s, errno, "pread");
+            if (read_at(fd, again, g.block, h->records[0] * h->page_size)) return fail_os(s, errno, "pread");
+            if (memcmp(again, raw, g.block) == 0) break;
+        }
+        /* the size after the records: a writer grows the file before it writes a record
+           naming the larger size, so the size mp__header took could be too small for a
+           record read since */
+        if (mp__file_size(fd, &h->size) != 0) return fail_os(s, errno, "lseek");
+        r = mp__in_force(records, &g, h->size, read_fd, &fd, order, &good, &passed);
+        if (r != MP_E_TRUNCATED && (r || good)) break;
+        /* A shrink cuts the file only once the record of the smaller size is durable, so a
+           size taken after that cut, with records read before it, is too small for the newest
+           record read; and the pages a record lists may be reused once two commits followed
+           it. Either way the records have changed since. If not, the file was truncated or
+           damaged. */
+        for (int i = 0; i < 2; i++)
+            if (read_at(fd, again + (size_t)i * g.block, g.block, h->records[i] * h->page_size))
+                return fail_os(s, errno, "pread");
+        if (memcmp(again, raw, 2 * (size_t)g.block) != 0) continue;
+        if (r == MP_E_TRUNCATED)
+            return fail(s, MP_E_CORRUPT_METADATA, "the file is shorter than the state of its newest commit: it was truncated");
+        break;
+    }
     if (r) return r == MP_E_OS ? fail_os(s, errno, "pread") : fail(s, r, "out of memory");
     if (!good) return fail(s, MP_E_CORRUPT_METADATA, "no valid commit record");
     *slot = order[0];
@@ -307,9 +323,7 @@ int mp_snap_of(mp_snap *s, mp_core *c, const char *map, uint64_t map_len) {
 
 /* Whether the file still holds every page of the snapshot's state: the pages of a file another
  * process truncated are not read on as if they were there. */
-static int check_length(mp_snap *s) {
-    uint64_t size;
-    if (mp__file_size(s->fd, &size) != 0) return fail_os(s, errno, "lseek");
+static int check_length(mp_snap *s, uint64_t size) {
     if (size / s->geo.page_size >= s->rec.page_count) return 0;
     return fail(s, MP_E_CORRUPT_METADATA, "the file is %llu bytes long, shorter than its %llu pages: it was truncated",
                 (unsigned long long)size, (unsigned long long)s->rec.page_count);
@@ -318,11 +332,23 @@ static int check_length(mp_snap *s) {
 int mp_snap_newer(mp_snap *s) {
     pthread_mutex_lock(&s->lock);
     int r = 0;
-    if (!s->closed && s->fd >= 0) r = check_length(s);
-    if (!r && !s->closed && s->fd >= 0) {
-        unsigned char g[8];
-        uint64_t other = s->record_pages[1 - s->slot] * s->geo.page_size + MP_REC_GENERATION;
-        if (!read_at(s->fd, g, 8, other)) r = mp_get64(g) > s->rec.generation;
+    if (!s->closed && s->fd >= 0) {
+        /* A newer record may be in either slot (a writer two commits on rewrote this one).
+           A file shorter than this state was truncated, unless a newer record fits it: then
+           it shrank (refreshing checks that record whole). */
+        unsigned char h[MP_REC_PAGE_COUNT + 8];
+        uint64_t size;
+        int newer = 0, fits = 0;
+        if (mp__file_size(s->fd, &size) != 0) r = fail_os(s, errno, "lseek");
+        for (int i = 0; !r && i < 2; i++)
+            if (!read_at(s->fd, h, sizeof h, s->record_pages[i] * s->geo.page_size) &&
+                mp_get64(h + MP_REC_GENERATION) > s->rec.generation) {
+                newer = 1;
+                fits |= mp_get64(h + MP_REC_PAGE_COUNT) <= size / s->geo.page_size;
+            }
+        /* the size taken before the records: a shrink writes its record before it cuts */
+        if (!r) r = newer && fits ? 1 : check_length(s, size);
+        if (!r) r = newer;
     }
     pthread_mutex_unlock(&s->lock);
     return r;
@@ -462,26 +488,41 @@ static int run_kind(const mp_snap *s, uint64_t page) {
     return -1;
 }
 
+/* The kind of a page below the page count (0 free, 1 data, 2 internal), or an error. */
+static int kind_of(mp_snap *s, uint64_t page) {
+    int k = run_kind(s, page), r = 0;
+    if (k >= 0) return k;
+    const unsigned char *b = leaf(s, MP_TREE_BITMAP, page / s->geo.leaf_pages, &r);
+    if (!b) return r;
+    uint64_t bit = page % s->geo.leaf_pages;
+    const unsigned char *body = b + MP_BLOCK_HEADER_SIZE;
+    int used = body[bit >> 3] >> (bit & 7) & 1, data = body[s->geo.leaf_bytes + (bit >> 3)] >> (bit & 7) & 1;
+    return !used ? 0 : data ? 1 : 2;
+}
+
 int mp_snap_kind(mp_snap *s, uint64_t page) {
     pthread_mutex_lock(&s->lock);
     int r = live(s);
     if (!r && page >= s->rec.page_count)
         r = fail(s, MP_E_OUT_OF_BOUNDS, "page %llu is beyond the file (%llu pages)", (unsigned long long)page,
                  (unsigned long long)s->rec.page_count);
-    if (!r) {
-        int k = run_kind(s, page);
-        if (k >= 0) {
-            r = k;
-        } else {
-            const unsigned char *b = leaf(s, MP_TREE_BITMAP, page / s->geo.leaf_pages, &r);
-            if (b) {
-                uint64_t bit = page % s->geo.leaf_pages;
-                const unsigned char *body = b + MP_BLOCK_HEADER_SIZE;
-                int used = body[bit >> 3] >> (bit & 7) & 1, data = body[s->geo.leaf_bytes + (bit >> 3)] >> (bit & 7) & 1;
-                r = !used ? 0 : data ? 1 : 2;
-            }
-        }
+    if (!r) r = kind_of(s, page);
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+int64_t mp_snap_kinds(mp_snap *s, uint64_t start, unsigned char *out, uint64_t n) {
+    pthread_mutex_lock(&s->lock);
+    int64_t r = live(s);
+    if (!r && (start > s->rec.page_count || n > s->rec.page_count - start))
+        r = fail(s, MP_E_OUT_OF_BOUNDS, "pages %llu .. %llu are beyond the file (%llu pages)", (unsigned long long)start,
+                 (unsigned long long)(start + n), (unsigned long long)s->rec.page_count);
+    for (uint64_t i = 0; !r && i < n; i++) {
+        int k = kind_of(s, start + i);
+        if (k < 0) r = k;
+        else out[i] = (unsigned char)k;
     }
+    if (!r) r = (int64_t)n;
     pthread_mutex_unlock(&s->lock);
     return r;
 }
@@ -595,4 +636,14 @@ uint64_t mp_snap_data_count(const mp_snap *s) { return s->rec.data_count; }
 uint64_t mp_snap_slot_count(const mp_snap *s) { return s->rec.slot_count; }
 uint64_t mp_snap_slots_used(const mp_snap *s) { return s->rec.slots_used; }
 int mp_snap_record_slot(const mp_snap *s) { return s->slot; }
+
+int64_t mp_snap_record(mp_snap *s, unsigned char *out, uint64_t len) {
+    pthread_mutex_lock(&s->lock);
+    int64_t r = s->closed ? fail(s, MP_E_UNAVAILABLE, "the snapshot is closed")
+                : len < s->geo.block ? fail(s, MP_E_VALUE, "a record block is %u bytes", (unsigned)s->geo.block)
+                                     : (int64_t)s->geo.block;
+    if (r > 0) memcpy(out, s->record, s->geo.block);
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
 uint64_t mp_snap_map_epoch(const mp_snap *s) { return s->map_epoch; }

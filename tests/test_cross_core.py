@@ -16,8 +16,8 @@ from mappedpages import _backend
 
 def _workload(path: str, seed: int, page_size: int = 1024) -> list[mp.PageId]:
     """A deterministic mix of every mutating call: regular and protected, single and bulk,
-    batches committed and rolled back, reopened now and then; across bitmap leaves, with
-    checkpoints and growth."""
+    batches committed and rolled back, shrinks, reopened now and then; across bitmap leaves,
+    with checkpoints and growth."""
     rng = random.Random(seed)
     p = mp.Pager.create(path, page_size, sync=False)
     live: list[mp.PageId] = p.alloc_bulk(3000 if page_size == 1024 else 300)
@@ -56,6 +56,8 @@ def _workload(path: str, seed: int, page_size: int = 1024) -> list[mp.PageId]:
                 live.append(new)
         if step % 50 == 0:
             p.get_page_mut(live[-1])[:8] = step.to_bytes(8, "little")
+        if step % 61 == 60:  # free pages at the end go back: moves, then cuts
+            p.shrink()
         if step % 97 == 96:
             p.close()
             p = mp.Pager.open(path, sync=False)

@@ -24,6 +24,7 @@ SOURCES = [
     "directory.c",
     "pending.c",
     "checkpoint.c",
+    "shrink.c",
     "commit.c",
     "open.c",
     "snapshot.c",

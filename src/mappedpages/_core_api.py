@@ -124,6 +124,11 @@ class Core(Reading, Protocol):
         """Make pending pages that no snapshot can read any longer free to reuse (every
         mutating call does this first)."""
 
+    def shrink(self) -> int:
+        """Commit a page count that ends after the last page in use or pending (one commit, a
+        checkpoint), then truncate the file to it; returns the pages the file lost. Not inside
+        a batch (ValueError)."""
+
     def checkpoint_now(self) -> None:
         """Commit with a checkpoint (the trees written anew, the log emptied)."""
 
@@ -147,6 +152,14 @@ class SnapshotCore(Reading, Protocol):
     @property
     def record_slot(self) -> int:
         """Which record slot (0 or 1) the snapshot's record was read from."""
+
+    def kinds(self, start: int, n: int) -> bytes:
+        """``kind(page)`` of pages ``[start, start + n)``, one byte each, in one call."""
+
+    def record_block(self) -> bytes | None:
+        """The first block of the snapshot's commit record page as it was read (the writer
+        rewrites that slot two commits later); None for a format-1 file, whose metadata pages
+        no writer changes any more."""
 
     def newer(self) -> bool:
         """Whether a newer commit may exist (a cheap look at the other record slot)."""

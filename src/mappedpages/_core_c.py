@@ -319,6 +319,13 @@ class CCore:
     def rollback(self) -> None:
         self._check(lib.mp_rollback(self._c))
 
+    def shrink(self) -> int:
+        lost = self._check(lib.mp_shrink(self._c))
+        if self._hook is not None:  # committed step by step: the cut only after the record
+            self._commit_observed()
+            lost = self._check(lib.mp_trim(self._c))
+        return lost
+
     def checkpoint_now(self) -> None:
         self._changed(lib.mp_checkpoint_now(self._c))
 
@@ -448,6 +455,17 @@ class CSnapshot:
         if page < 0:
             raise OutOfBounds(f"page {page} is beyond the file")
         return self._check(lib.mp_snap_kind(self._s, page))
+
+    def kinds(self, start: int, n: int) -> bytes:
+        if start < 0 or n < 0:
+            raise OutOfBounds(f"pages {start} .. {start + n} are beyond the file")
+        out = ffi.new("unsigned char[]", max(n, 1))
+        return ffi.buffer(out, self._check(lib.mp_snap_kinds(self._s, start, out, n)))[:]  # type: ignore[no-any-return]
+
+    def record_block(self) -> bytes:
+        self._live()
+        out = ffi.new("unsigned char[]", 4096)
+        return ffi.buffer(out, self._check(lib.mp_snap_record(self._s, out, 4096)))[:]  # type: ignore[no-any-return]
 
     def scan(self, start: int, limit: int) -> list[int]:
         out = ffi.new("uint64_t[]", limit)

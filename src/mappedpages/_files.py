@@ -1,4 +1,4 @@
-"""Opening files: atomic creation and the single-writer lock.
+"""Opening files: atomic creation (of new files and of backups) and the single-writer lock.
 
 Creation writes the whole initial image to a temporary file in the target directory, syncs it,
 locks it and only then links it under its name, so a crash during ``create`` never leaves a
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Callable
 
 from .errors import FileLocked
 from .format import Crc32c, initial_image, new_file_id
@@ -53,10 +54,13 @@ def _name_the_path(exc: OSError, path: str) -> None:
         exc.filename2 = None
 
 
-def create_locked(path: str, page_size: int, crc32c: Crc32c, mode: int = 0o666) -> int:
-    """Create ``path`` holding a fresh image; return a read-write fd holding the writer lock.
+def publish(path: str, fill: Callable[[int], None], mode: int = 0o666, *, lock: bool) -> int:
+    """Create ``path`` holding what ``fill(fd)`` writes, or nothing at all.
 
-    The file gets ``mode & ~umask``, as with ``open()``; every ``OSError`` names ``path``.
+    ``fill`` writes into a temporary file of the same directory, which is then synced, locked
+    (with ``lock``: so that no other writer slips in between link and lock) and linked under
+    the name, which fails rather than replace a file. Returns the read-write fd. The file
+    gets ``mode & ~umask``, as with ``open()``; every ``OSError`` names ``path``.
     """
     if os.path.lexists(path):
         raise FileExistsError(17, "File exists", path)
@@ -68,12 +72,10 @@ def create_locked(path: str, page_size: int, crc32c: Crc32c, mode: int = 0o666) 
         raise
     linked = False
     try:
-        image = initial_image(page_size, crc32c, new_file_id())
-        view = memoryview(image)
-        while view:
-            view = view[os.write(fd, view) :]
+        fill(fd)
         os.fsync(fd)
-        _lock(fd, path)
+        if lock:
+            _lock(fd, path)
         os.link(tmp, path)  # fails with FileExistsError instead of replacing a file
         linked = True
         with contextlib.suppress(OSError):  # a leftover temporary name harms nothing
@@ -90,6 +92,17 @@ def create_locked(path: str, page_size: int, crc32c: Crc32c, mode: int = 0o666) 
             _name_the_path(exc, path)
         raise
     return fd
+
+
+def create_locked(path: str, page_size: int, crc32c: Crc32c, mode: int = 0o666) -> int:
+    """Create ``path`` holding a fresh image; return a read-write fd holding the writer lock."""
+
+    def fill(fd: int) -> None:
+        view = memoryview(initial_image(page_size, crc32c, new_file_id()))
+        while view:
+            view = view[os.write(fd, view) :]
+
+    return publish(path, fill, mode, lock=True)
 
 
 def open_locked(path: str) -> int:

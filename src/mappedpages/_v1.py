@@ -248,6 +248,9 @@ class V1Snapshot:
     slots_used = property(lambda self: len(self._slots))
     record_slot = property(lambda self: 0)
 
+    def record_block(self) -> None:
+        return None  # no format-2 writer rewrites a format-1 file's metadata
+
     @property
     def page_count(self) -> int:
         self._live()
@@ -266,6 +269,9 @@ class V1Snapshot:
             return 1
         used = self._state.used
         return 2 if used[page >> 3] >> (page & 7) & 1 else 0
+
+    def kinds(self, start: int, n: int) -> bytes:
+        return bytes(self.kind(page) for page in range(start, start + n))
 
     def scan(self, start: int, limit: int) -> list[int]:
         import bisect

@@ -1,12 +1,16 @@
-"""The ``mappedpages`` command line: ``info``, ``check``, ``dump``, ``readers`` and ``bench``.
+"""The ``mappedpages`` command line: ``info``, ``check``, ``dump``, ``readers``, ``backup``,
+``shrink`` and ``bench``.
 
-Every command reads files with ``pread`` only: none maps a file or takes its lock, so each
-works on a file that a writer holds open (``readers`` reads the reader table beside it).
+The inspecting commands read files with ``pread`` only: none maps a file or takes its lock, so
+each works on a file that a writer holds open (``readers`` reads the reader table beside it).
+``backup`` reads through a snapshot, which a writer never waits for; ``shrink`` opens the file
+as its writer, so it fails while another writer holds it.
 
 Exit status:
 
 * 0 -- success (for ``check``: the file is sound);
-* 1 -- ``check`` or ``info`` found problems, or the file is not a mappedpages file;
+* 1 -- ``check`` or ``info`` found problems, or the file is not a mappedpages file (or, for
+  ``backup`` and ``shrink``, is damaged);
 * 2 -- the command could not run: bad arguments (usage error, ``dump`` of a page outside the
   file), or a missing or unreadable file.
 
@@ -27,6 +31,7 @@ from typing import TextIO
 from . import _backend
 from . import format as fmt
 from .checker import Report, check_file
+from .errors import FileLocked, InvalidPageSize, MappedPageError
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -36,9 +41,10 @@ EXIT_CODES = """\
 exit status:
   0  success (check: the file is sound)
   1  problems found, or not a mappedpages file
-  2  usage error, or a missing or unreadable file"""
+  2  usage error, or a missing, unreadable or locked file"""
 
 PROGRESS_MIN_LEAVES = 1024  # show progress only for files with more bitmap leaves than this
+PROGRESS_MIN_BYTES = 64 << 20  # and for backups of more bytes than this
 BYTES_PER_LINE = 16
 
 
@@ -54,16 +60,29 @@ class _Fail(Exception):
 
 
 class _Progress:
-    """The ``progress`` callback of ``check_file``: a ``checking: k/n leaves`` line on a TTY."""
+    """A progress callback, ``progress(done, total)``: a ``checking: k/n leaves`` line (or
+    ``backing up: 42%``) on a TTY, for work larger than ``minimum``."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(
+        self, stream: TextIO, minimum: int = PROGRESS_MIN_LEAVES, percent: str = ""
+    ) -> None:
         self.stream = stream
+        self.minimum = minimum
+        self.percent = percent  # the label of a percentage, or "" for "checking: k/n leaves"
         self.width = 0  # length of the line on screen, 0 when nothing is shown
+        self.shown = -1
 
     def __call__(self, done: int, total: int) -> None:
-        if total <= PROGRESS_MIN_LEAVES or not self.stream.isatty():
+        if total <= self.minimum or not self.stream.isatty():
             return
-        line = f"checking: {done}/{total} bitmap leaves"
+        if self.percent:
+            pct = done * 100 // total
+            if pct == self.shown:
+                return
+            self.shown = pct
+            line = f"{self.percent}: {pct}%"
+        else:
+            line = f"checking: {done}/{total} bitmap leaves"
         self.stream.write("\r" + line.ljust(self.width))
         self.stream.flush()
         self.width = len(line)
@@ -272,6 +291,33 @@ def _cmd_readers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- backup and shrink ----------------------------------------------------------------------
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from .readonly import ReadOnlyPager
+
+    progress = _Progress(sys.stderr, PROGRESS_MIN_BYTES, "backing up")
+    with ReadOnlyPager.open(args.file) as ro:
+        try:
+            ro._backup(os.fspath(args.dest), progress)
+        finally:
+            progress.clear()
+        print(f"{args.dest}: generation {ro.generation}, {_plural(ro.page_count, 'page')}")
+    return EXIT_OK
+
+
+def _cmd_shrink(args: argparse.Namespace) -> int:
+    from .pager import Pager
+
+    with Pager.open(args.file) as p:
+        lost = p.shrink()
+        print(
+            f"{args.file}: {_plural(lost, 'page')} given back, {_plural(p.page_count, 'page')} left"
+        )
+    return EXIT_OK
+
+
 # -- bench ----------------------------------------------------------------------------------
 
 
@@ -294,8 +340,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mappedpages",
         description=_wrap(
-            "Inspect, verify and benchmark mappedpages files. Every command reads the file "
-            "without mapping or locking it, so it works on a file a writer holds open."
+            "Inspect, verify, copy, shrink and benchmark mappedpages files. The inspecting "
+            "commands read the file without mapping or locking it, so they work on a file a "
+            "writer holds open."
         ),
         epilog=EXIT_CODES,
         formatter_class=raw,
@@ -370,6 +417,30 @@ def _parser() -> argparse.ArgumentParser:
         "-n", "--length", type=int, metavar="N", help="show only the first N bytes of the page"
     )
 
+    backup = command(
+        "backup",
+        "copy one commit of a file, while a writer goes on",
+        "Copy the newest commit of FILE into the new file DEST: consistently, while a writer "
+        "goes on committing (the copy is taken from a snapshot, which the writer never waits "
+        "for). It is written under a temporary name, synced and then linked as DEST, which "
+        "must not exist; free pages are left as holes. Shows progress on stderr for large "
+        "files when stderr is a terminal.",
+        _cmd_backup,
+    )
+    backup.add_argument("file", metavar="FILE", help="a mappedpages file")
+    backup.add_argument("dest", metavar="DEST", help="the copy to make (must not exist)")
+
+    shrink = command(
+        "shrink",
+        "give the free pages at the end of a file back",
+        "Truncate the free pages at the end of FILE in one atomic commit (two when protected "
+        "pages or metadata blocks must move down first). Page numbers do not change; pages "
+        "a live snapshot may still read are kept. Opens FILE as its writer: fails while "
+        "another writer holds it.",
+        _cmd_shrink,
+    )
+    shrink.add_argument("file", metavar="FILE", help="a mappedpages file")
+
     bench = command(
         "bench",
         "time the C core against the pure-Python core",
@@ -389,6 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Fail as exc:
         print(f"mappedpages {args.command}: {args.file}: {exc}", file=sys.stderr)
         return exc.code
+    except MappedPageError as exc:  # backup and shrink open the file: it may be damaged or locked
+        print(f"mappedpages {args.command}: {args.file}: {exc}", file=sys.stderr)
+        return EXIT_ERROR if isinstance(exc, (FileLocked, InvalidPageSize)) else EXIT_PROBLEMS
     except OSError as exc:
         print(
             f"mappedpages {args.command}: {exc.filename or args.file}: {exc.strerror}",

@@ -24,6 +24,7 @@ MAX_PAGE_SIZE = 1 << 28
 MAX_BLOCK = 4096
 INITIAL_PAGES = 16
 RESERVED_PAGES = 3  # identity and the two commit record slots
+MIN_PAGE_COUNT = 4  # the reserved pages and one more: the smallest state
 GROW_MIN_STEP = 16
 GROW_CAP_BYTES = 1 << 30
 ONE_BARRIER_MAX_PAGE = 65536
@@ -356,6 +357,7 @@ class RecordSlot(NamedTuple):
     listed: tuple[tuple[int, int], ...]
     log: bytes
     why: str  # why it is not well formed ("" when it is; "empty" for an all-zero slot)
+    raw: bytes = b""  # the block as read
 
 
 def read_record_slot(
@@ -383,7 +385,7 @@ def read_record_slot(
         why = IMPOSSIBLE + "one barrier with large pages"
     elif not 1 <= rec.checkpoint <= rec.generation or rec.generation >= GENERATION_LIMIT:
         why = IMPOSSIBLE + "bad generations"
-    elif rec.page_count < 4 or rec.page_count > PAGE_LIMIT:
+    elif rec.page_count < MIN_PAGE_COUNT or rec.page_count > PAGE_LIMIT:
         why = IMPOSSIBLE + "bad page count"
     elif rec.bitmap_height > MAX_HEIGHT or rec.dir_height > MAX_HEIGHT:
         why = IMPOSSIBLE + "bad tree height"
@@ -396,12 +398,12 @@ def read_record_slot(
     elif any(raw[100:128]):
         why = IMPOSSIBLE + "reserved bytes set"
     if why:
-        return RecordSlot(index, page, None, (), b"", why)
+        return RecordSlot(index, page, None, (), b"", why, bytes(raw[: geo.block]))
     listed = tuple(
         LISTED.unpack_from(raw, LISTED_OFFSET + LISTED.size * i) for i in range(rec.listed)
     )
     log = bytes(raw[LOG_OFFSET : LOG_OFFSET + rec.log_len])
-    return RecordSlot(index, page, rec, listed, log, "")
+    return RecordSlot(index, page, rec, listed, log, "", bytes(raw[: geo.block]))
 
 
 def landed(

@@ -21,6 +21,7 @@ from ._core_api import DATA, INTERNAL
 from ._files import create_locked, open_locked
 from ._readertable import ReaderTable, WriterView
 from .aio import AsyncPagerMethods
+from .backup import Progress
 from .errors import (
     DoubleFree,
     InvalidPageSize,
@@ -488,12 +489,38 @@ class Pager(PageReader, AsyncPagerMethods):
             else:
                 self._core.flush([self._data_index(pid) for pid in ids])
 
+    def shrink(self) -> int:
+        """Give the free pages at the end of the file back to the file system, in one commit:
+        the page count ends after the last page in use, and the file is truncated to it once
+        that commit is durable. Returns how many pages the file lost (0 when none could go).
+
+        Page numbers never change. Pages a live snapshot may still read stay (they are not
+        free for reuse yet), and so do the pages after them. Raises ``ValueError`` inside a
+        batch: a shrink is a commit of its own. A view of a page freed before and cut now must
+        not be touched again (as after any truncation, that is a SIGBUS)."""
+        with self._lock:
+            if self._batch_thread == threading.get_ident():  # refused before it dooms the batch
+                raise ValueError("shrink() commits by itself: it cannot run inside a batch")
+            # the pages that protected content and tree blocks move out of are pending until
+            # the commit after the move (the state before must stay whole): the second round
+            # cuts them, and commits nothing when the first moved nothing
+            lost: int = self._change(self._core.shrink)
+            lost += self._change(self._core.shrink)
+            self._n = self._core.page_count
+            return lost
+
     def snapshot(self) -> Snapshot:
         """A snapshot of the last commit, readable from any thread while this pager goes on
         committing: ``with pager.snapshot() as snap: ...``."""
         with self._lock:
             self._check_live()
             return Snapshot._of(self._core.snapshot(), self._path)
+
+    def _backup(self, dest: str, progress: Progress | None) -> None:
+        # from a snapshot of the last commit: this pager goes on committing meanwhile (from
+        # other threads), and the copy holds the lock of nothing but the snapshot
+        with self.snapshot() as snap:
+            snap._backup(dest, progress)
 
 
 class ProtectedPages:

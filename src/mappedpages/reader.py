@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any, NoReturn, TypeVar, Union
 
 from ._core_api import INTERNAL
+from .backup import Progress, copy_snapshot
 from .errors import OutOfBounds, PageSizeMismatch, ReservedPage, Unavailable
 from .handles import PageId, ProtectedPageId, new_page_id, new_protected_id
 
@@ -236,6 +237,19 @@ class PageReader:
         """Ascending ids of the allocated protected pages."""
         self._check_live()
         return AllocatedProtectedPageIter(self)
+
+    def backup(self, dest: StrPath) -> None:
+        """Copy the commit this state shows into the new file ``dest``, consistently, while a
+        writer goes on committing: written under a temporary name in ``dest``'s directory,
+        synced, then linked under the name (``FileExistsError`` if it exists). Free pages are
+        left as holes, so the copy is sparse. The copy opens and checks clean; a copy cut
+        short leaves no file at ``dest``. The file gets ``0o666 & ~umask``."""
+        self._backup(os.fspath(dest), None)
+
+    def _backup(self, dest: str, progress: Progress | None) -> None:
+        with self._lock:  # a refresh from another thread waits for the copy
+            self._check_live()
+            copy_snapshot(self._core, dest, progress)
 
     def _protected_slot(self, ppid: ProtectedPageId) -> int:
         if type(ppid) is not ProtectedPageId or ppid[1] != self._ps:

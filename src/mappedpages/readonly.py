@@ -85,13 +85,14 @@ class ReadOnlyPager(PageReader):
         any change of state. On failure (say, the file was damaged meanwhile) the reader keeps
         the state it had.
         """
-        self._check_live()
-        if not refresh(self._table, self._slot, self._core):
-            return False
-        self._n = self._core.page_count
-        self._version += 1
-        self._remap()
-        return True
+        with self._lock:  # not in the middle of a backup from another thread
+            self._check_live()
+            if not refresh(self._table, self._slot, self._core):
+                return False
+            self._n = self._core.page_count
+            self._version += 1
+            self._remap()
+            return True
 
     def _closing(self, core: Any) -> None:
         try:

@@ -813,6 +813,14 @@ static void snapshots_of_writer(mp_core *c) {
     CHECK(same_view(&wv, &sv));
     CHECK(mp_snap_page_size(s) == ps && mp_snap_generation(s) == mp_generation(c));
     CHECK(mp_snap_record_slot(s) == 0 || mp_snap_record_slot(s) == 1);
+    unsigned char rec[MP_MAX_BLOCK];
+    CHECK(mp_snap_record(s, rec, 100) == MP_E_VALUE);
+    CHECK(mp_snap_record(s, rec, sizeof rec) == (int64_t)(ps < MP_MAX_BLOCK ? ps : MP_MAX_BLOCK));
+    CHECK(mp_get64(rec + MP_REC_GENERATION) == mp_snap_generation(s) && memcmp(rec, "MPCR", 4) == 0);
+    unsigned char k8[8];
+    CHECK(mp_snap_kinds(s, 0, k8, 8) == 8 && k8[0] == 2 && k8[3] == mp_snap_kind(s, 3));
+    CHECK(mp_snap_kinds(s, mp_snap_page_count(s), k8, 1) == MP_E_OUT_OF_BOUNDS);
+    CHECK(mp_snap_kinds(s, UINT64_MAX, k8, 2) == MP_E_OUT_OF_BOUNDS && mp_snap_kinds(s, 1, k8, UINT64_MAX) == MP_E_OUT_OF_BOUNDS);
     CHECK(mp_snap_newer(s) == 0 && mp_snap_refresh(s) == MP_E_UNAVAILABLE && mp_snap_errno(s) == 0);
     char *saddr;
     uint64_t slen;
@@ -1012,6 +1020,7 @@ static void after_close(mp_core *c, int opened) {
     CHECK(mp_pscan(c, 0, out, 4) == MP_E_UNAVAILABLE);
     CHECK(mp_begin(c) == MP_E_UNAVAILABLE && mp_commit(c) == MP_E_UNAVAILABLE && mp_rollback(c) == MP_E_UNAVAILABLE);
     CHECK(mp_checkpoint_now(c) == MP_E_UNAVAILABLE && mp_reclaim(c) == MP_E_UNAVAILABLE);
+    CHECK(mp_shrink(c) == MP_E_UNAVAILABLE && mp_trim(c) == MP_E_UNAVAILABLE);
     CHECK(mp_map_export(c, &addr, &len) == MP_E_UNAVAILABLE && addr == NULL);
     CHECK(mp_flush_all(c) == MP_E_UNAVAILABLE && mp_flush_pages(c, x, 1) == MP_E_UNAVAILABLE);
     CHECK(mp_attach_table(c, -1) == MP_E_UNAVAILABLE);
@@ -1045,7 +1054,8 @@ static void read_only(const char *path, const view *expected) {
     x[0] = 0;
     CHECK(mp_pfree(c, x, 1) == MP_E_READ_ONLY);
     CHECK(mp_begin(c) == MP_E_READ_ONLY && mp_commit(c) == MP_E_READ_ONLY && mp_checkpoint_now(c) == MP_E_READ_ONLY);
-    CHECK(mp_reclaim(c) == MP_E_READ_ONLY && mp_set_manual(c, 1) == MP_E_READ_ONLY);
+    CHECK(mp_reclaim(c) == MP_E_READ_ONLY && mp_set_manual(c, 1) == MP_E_READ_ONLY && mp_shrink(c) == MP_E_READ_ONLY);
+    CHECK(mp_trim(c) == MP_E_READ_ONLY);
     CHECK(mp_commit_step(c, MP_STEP_WRITE) == MP_E_READ_ONLY && mp_pending(c) == 0 && mp_rollback(c) == 0);
     char *addr;
     uint64_t len;
@@ -1666,6 +1676,14 @@ static void every_change(mp_core *c) {
     CHECK(mp_palloc(c, two, 2) == 0 && mp_pfree(c, two + 1, 1) == 0);
     CHECK(mp_commit(c) == 0);
     if (rnd() % 4 == 0) CHECK(mp_checkpoint_now(c) == 0);
+    CHECK(mp_begin(c) == 0 && mp_shrink(c) == MP_E_VALUE && mp_trim(c) == MP_E_VALUE && mp_rollback(c) == 0);
+    if (rnd() % 3 == 0) {
+        uint64_t before = mp_page_count(c);
+        /* moving a protected page checks its content first: a damaged one refuses the shrink */
+        int64_t a = mp_shrink(c), b = a >= 0 ? mp_shrink(c) : 0;
+        CHECK((a >= 0 || a == MP_E_CORRUPT_DIRECTORY) && (b >= 0 || b == MP_E_CORRUPT_DIRECTORY));
+        CHECK(mp_page_count(c) <= before);
+    }
     free(buf);
 }
 

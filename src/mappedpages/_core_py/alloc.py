@@ -246,11 +246,15 @@ def space_for(c: State, count: int) -> None:
         _zero_lowest(c, min(count, below))
 
 
+def top_bit(bits: bytearray) -> int:
+    """One past the highest bit set (0 when there is none)."""
+    end = len(bits.rstrip(b"\0"))
+    return (end - 1) * 8 + bits[end - 1].bit_length() if end else 0
+
+
 def space_known(c: State) -> None:
     """After a load: the pages that have space are those up to the highest in use or pending."""
-    end = len(c.taken.rstrip(b"\0"))
-    top = (end - 1) * 8 + c.taken[end - 1].bit_length() if end else 0
-    c.space_from = min(top, c.counts.n)
+    c.space_from = min(top_bit(c.taken), c.counts.n)
 
 
 def grow(c: State, needed: int) -> None:
@@ -365,3 +369,4 @@ def clear_commit(c: State) -> None:
     c.force_checkpoint = False
     c.checkpointed = False
     c.no_undo = False
+    c.cut = False

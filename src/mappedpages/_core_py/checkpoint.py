@@ -26,11 +26,12 @@ def _empty_leaf(c: State, tree: int, k: int) -> bool:
 
 
 def _heights(c: State) -> tuple[int, int]:
-    """The trees' heights for the state's page and slot counts."""
+    """The trees' heights: the least that holds the state's leaves, and never less than the
+    tree has (a tree does not get shorter when a shrink lowers the page count)."""
     geo = c.geo
     counts = c.counts
-    return geo.height_for(geo.bitmap_leaves(counts.n)), geo.height_for(
-        geo.dir_leaves(counts.slot_count)
+    return max(geo.height_for(geo.bitmap_leaves(counts.n)), c.bitmap.height), max(
+        geo.height_for(geo.dir_leaves(counts.slot_count)), c.directory.height
     )
 
 

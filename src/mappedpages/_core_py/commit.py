@@ -19,7 +19,7 @@ import mmap
 import os
 
 from .. import format as fmt
-from . import alloc, checkpoint, log, sync
+from . import alloc, checkpoint, log, shrink, sync
 from .crc import crc32c
 from .state import State
 
@@ -68,6 +68,8 @@ def write_step(c: State) -> bool:
     c.checkpointed = c.force_checkpoint or len(c.log) > fmt.log_room(c.geo.block)
     if c.checkpointed:
         checkpoint.write(c)
+    if c.cut:  # a shrink: after the checkpoint has placed its blocks
+        shrink.cut(c)
     written = set(c.staged) | set(c.blocks)
     return not c.grew and fmt.one_barrier_allowed(c.ps) and len(written) <= fmt.LISTED_MAX
 

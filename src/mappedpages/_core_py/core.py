@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from .. import format as fmt
 from .._v1 import V1State
 from ..errors import CorruptMetadata, DoubleFree
-from . import alloc, commit, directory, pending, sync
+from . import alloc, commit, directory, pending, shrink, sync
 from .crc import crc32c
 from .open import map_file, open_file, upgrade
 from .snapshot import Snapshot
@@ -254,6 +254,16 @@ class PyCore:
             c.writer()
             if not c.in_batch:
                 pending.release(c)
+
+    def shrink(self) -> int:
+        with self._lock:
+            if self._c.in_batch:
+                self._c.writer()
+                raise ValueError("shrink() commits by itself: it cannot run inside a batch")
+            self._c.writer()
+            before = fmt.file_size(self._c.fd)
+            self._change(shrink.mark_tail)
+            return shrink.truncate(self._c, before)
 
     def checkpoint_now(self) -> None:
         """Make the next commit a checkpoint, and commit."""

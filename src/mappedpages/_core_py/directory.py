@@ -129,6 +129,18 @@ def pwrite(c: State, slot: int, content: bytes) -> None:
     alloc.release(c, old)
 
 
+def move_slot(c: State, slot: int) -> None:
+    """A protected write of the slot's own content, checked first (so that damage is not
+    given a valid checksum): it moves to the lowest page free to reuse."""
+    page = c.slot_page[slot]
+    content = bytes(c.mm[page * c.ps : (page + 1) * c.ps])
+    if _py_crc32c(content) != c.slot_crc[slot]:
+        raise CorruptProtectedDirectory(
+            f"protected page {slot}: its content (page {page}) does not match its checksum"
+        )
+    pwrite(c, slot, content)
+
+
 def _write(c: State, page: int, content: bytes) -> None:
     off = page * c.ps
     c.mm[off : off + c.ps] = content

@@ -19,7 +19,7 @@ def start(c: State) -> None:
         c.log += _WORD.pack(fmt.gen_word(c.gen + 1))
 
 
-def _dirty(c: State, tree: Tree, leaf: int) -> None:
+def dirty(c: State, tree: Tree, leaf: int) -> None:
     if leaf not in tree.dirty:
         tree.dirty.add(leaf)
         c.undo_dirty.append((tree, leaf))
@@ -35,16 +35,16 @@ def run(c: State, kind: int, page: int) -> None:
         first, count = fmt.word_run(word)
         if fmt.word_kind(word) == kind and first + count == page and count < fmt.RUN_MAX:
             _WORD.pack_into(log, last, fmt.run_word(kind, first, count + 1))
-            _dirty(c, c.bitmap, page // c.geo.leaf_pages)
+            dirty(c, c.bitmap, page // c.geo.leaf_pages)
             return
     log += _WORD.pack(fmt.run_word(kind, page, 1))
-    _dirty(c, c.bitmap, page // c.geo.leaf_pages)
+    dirty(c, c.bitmap, page // c.geo.leaf_pages)
 
 
 def slot(c: State, slot: int, page: int, crc: int) -> None:
     start(c)
     c.log += b"".join(_WORD.pack(w) for w in fmt.slot_words(slot, page, crc))
-    _dirty(c, c.directory, slot // c.geo.fanout)
+    dirty(c, c.directory, slot // c.geo.fanout)
 
 
 Entry = tuple[int, int, int, int]  # kind, then (first page, count) / (slot, page, crc) / (gen)

@@ -83,6 +83,11 @@ class Snapshot:
         if self._closed:
             raise Unavailable("the snapshot is closed")
 
+    def record_block(self) -> bytes:
+        with self._lock:
+            self._live()
+            return self._slot.raw
+
     @property
     def generation(self) -> int:
         return self._rec.generation
@@ -158,6 +163,12 @@ class Snapshot:
             if not used >> bit & 1:
                 return FREE
             return DATA if data >> bit & 1 else INTERNAL
+
+    def kinds(self, start: int, n: int) -> bytes:
+        with self._lock:
+            if start < 0 or n < 0 or start + n > self._rec.page_count:
+                raise OutOfBounds(f"pages {start} .. {start + n} are beyond the file")
+            return bytes(self.kind(page) for page in range(start, start + n))
 
     def scan(self, start: int, limit: int) -> list[int]:
         with self._lock:
@@ -263,15 +274,24 @@ class Snapshot:
             if self._header is None:
                 return False
             ps = self.geometry.page_size
+            # A newer record may be in either slot (a writer two commits on rewrote this one).
+            # A file shorter than this state was truncated, unless a newer record fits it:
+            # then it shrank (refreshing checks that record whole).
             size = fmt.file_size(self._fd)
+            newer = fits = False
+            for page in self._header.records:
+                raw = os.pread(self._fd, 24, page * ps)
+                if len(raw) == 24 and int.from_bytes(raw[8:16], "little") > self._rec.generation:
+                    newer = True
+                    fits |= int.from_bytes(raw[16:24], "little") <= size // ps
+            if newer and fits:
+                return True
             if size // ps < self._rec.page_count:  # truncated: its pages are not read on
                 raise CorruptMetadata(
                     f"the file is {size} bytes long, shorter than its {self._rec.page_count} "
                     "pages: it was truncated"
                 )
-            other = self._header.records[1 - self._slot.number]
-            raw = os.pread(self._fd, 16, other * ps)
-            return len(raw) == 16 and int.from_bytes(raw[8:16], "little") > self._rec.generation
+            return newer
 
     def refresh(self) -> bool:
         """Move to the newest commit of the file; False when there is none newer."""
@@ -320,8 +340,16 @@ def _put_run(runs: list[tuple[int, int, int]], first: int, count: int, kind: int
 
 
 def map_readonly(fd: int, length: int) -> memoryview:
-    size = max(length, fmt.file_size(fd))
-    mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    """The whole file, mapped (at least ``length`` bytes, unless it shrank since the record
+    asking for them was read: the pages it cut are free in that record's state too, since a
+    shrink cuts no page the reader's registered generation, older, may still read; and
+    Python's mmap maps no further than the end of the file)."""
+    while True:
+        try:
+            mm = mmap.mmap(fd, fmt.file_size(fd), access=mmap.ACCESS_READ)
+            break
+        except ValueError:  # it shrank between the size and the mapping
+            continue
     return memoryview(mm).toreadonly()
 
 
@@ -329,13 +357,29 @@ def newest(
     fd: int, header: Header, geo: fmt.Geometry, view: memoryview | None = None
 ) -> fmt.RecordSlot:
     """The record in force now (docs/FORMAT.md, "Which record is in force")."""
-    slots = read_slots(fd, header, geo, stable=True)
-    # the size after the records: a writer grows the file before it writes a record naming
-    # the larger size, so a size taken before could be too small for the record read after
-    header.size = fmt.file_size(fd)
-    good, _ = fmt.in_force(
-        slots, geo.page_size, header.size, lambda off, n: os.pread(fd, n, off), crc32c
-    )
+    while True:
+        slots = read_slots(fd, header, geo, stable=True)
+        # the size after the records: a writer grows the file before it writes a record
+        # naming the larger size, so a size taken before could be too small for the record
+        # read after
+        header.size = fmt.file_size(fd)
+        try:
+            good, _ = fmt.in_force(
+                slots, geo.page_size, header.size, lambda off, n: os.pread(fd, n, off), crc32c
+            )
+            failure = None
+        except CorruptMetadata as exc:
+            good, failure = [], exc
+        if good:
+            break
+        # A shrink cuts the file only once the record of the smaller size is durable, so a
+        # size taken after that cut, with records read before it, is too small for the newest
+        # record read; and the pages a record lists may be reused once two commits followed
+        # it. Either way the records have changed since. If not, it was truncated or damaged.
+        if [s.raw for s in read_slots(fd, header, geo)] == [s.raw for s in slots]:
+            if failure is not None:
+                raise failure
+            break
     if not good:
         raise CorruptMetadata("no valid commit record")
     return good[0]

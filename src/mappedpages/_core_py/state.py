@@ -101,6 +101,7 @@ class State:
         self.forced = False  # commit even if nothing changed
         self.force_checkpoint = False  # the next commit writes the trees
         self.checkpointed = False  # the commit in progress is a checkpoint
+        self.cut = False  # a shrink: the state ends after its last page in use (alloc.cut)
         self.no_undo = False  # a checkpoint began to write: a failure now cannot be rolled back
         self.next_log_crc = 0
 
