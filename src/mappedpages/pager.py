@@ -47,7 +47,14 @@ __all__ = ["Pager", "ProtectedPages"]
 
 
 class Pager(PageReader, AsyncPagerMethods):
-    """A file of fixed-size pages. Make one with ``Pager.create`` or ``Pager.open``."""
+    """A file of fixed-size pages, open for writing; one ``Pager`` per file at a time.
+
+    Made by ``Pager.create(path, page_size=4096, *, sync=True, preallocate=True, mode=0o666)``
+    (a new file) or ``Pager.open(path, page_size=None, *, sync=True, preallocate=True,
+    create=False, mode=0o666)``; calling ``Pager(...)`` raises ``TypeError``. Close it with
+    ``close()`` or use it as a context manager. Every change to which pages are in use is one
+    atomic commit (or one per ``batch()``). docs/API.md describes every method.
+    """
 
     __slots__ = (
         "_batch_depth",
@@ -61,6 +68,7 @@ class Pager(PageReader, AsyncPagerMethods):
         "_then",
         "_undo",
     )
+    _made_by = "Pager.create(path, ...) or Pager.open(path, ...)"
 
     _fd: int
     _batch_depth: int

@@ -9,12 +9,13 @@ _core_api.py): the writer's core for a ``Pager``, a snapshot core for the others
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import threading
 import warnings
 import weakref
 from collections.abc import Iterator
-from typing import Any, NoReturn, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, Union
 
 from ._core_api import INTERNAL
 from .errors import OutOfBounds, PageSizeMismatch, ReservedPage, Unavailable
@@ -110,9 +111,24 @@ class PageReader:
     _lock: threading.RLock
     _kind: Any  # the core's kind(), as directly as the core offers it (see _core_api.Reading)
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        name = type(self).__name__
-        raise TypeError(f"use {name}.open(path, ...) (or Pager.create) to make a {name}")
+    # How to get one: calling the class refuses, since a reader exists only for a file or a
+    # state that has been checked and mapped.
+    _made_by: ClassVar[str] = "Pager.open(path, ...)"
+
+    if TYPE_CHECKING:  # to a type checker, and to help(), the class takes no arguments
+
+        def __init__(self) -> None: ...
+
+    else:
+
+        def __init__(self, *args, **kwargs):
+            """Not called directly: raises TypeError, naming the call that makes one."""
+            name = type(self).__name__
+            raise TypeError(f"{name}(...) is not called directly: use {self._made_by}")
+
+        __init__.__signature__ = inspect.Signature(
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        )
 
     def _setup(self, core: Any, path: str) -> None:
         self._lock = threading.RLock()

@@ -22,7 +22,11 @@ __all__ = ["ReadOnlyPager"]
 
 
 class ReadOnlyPager(PageReader):
-    """A read-only snapshot of a mappedpages file: ``ReadOnlyPager.open(path)``.
+    """A read-only snapshot of a mappedpages file: ``ReadOnlyPager.open(path, page_size=None)``.
+
+    Calling ``ReadOnlyPager(...)`` raises ``TypeError``. Any number of processes may hold one
+    while a ``Pager`` commits; ``refresh()`` moves it to the newest commit, ``close()`` (or the
+    end of a ``with`` block) releases it.
 
     It has no mutating methods; its views are read-only memoryviews (writing raises
     ``TypeError``). ``PageId.get`` and ``ProtectedPageId.get`` work with it.
@@ -34,6 +38,7 @@ class ReadOnlyPager(PageReader):
     """
 
     __slots__ = ("_fd", "_slot", "_table")
+    _made_by = "ReadOnlyPager.open(path, page_size=None)"
 
     _fd: int
     _slot: int

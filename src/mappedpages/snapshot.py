@@ -16,9 +16,15 @@ __all__ = ["Snapshot"]
 
 
 class Snapshot(PageReader):
-    """The state of one commit of a Pager, read-only: ``with pager.snapshot() as snap``."""
+    """The state of one commit of a Pager, read-only: ``with pager.snapshot() as snap``.
+
+    Made only by ``pager.snapshot()`` (calling ``Snapshot(...)`` raises ``TypeError``). It has
+    the read API of ``ReadOnlyPager`` and may be used from any thread; ``close()`` (or the end
+    of the ``with`` block) releases it.
+    """
 
     __slots__ = ()
+    _made_by = "pager.snapshot()"
 
     @classmethod
     def _of(cls, core: Any, path: str) -> Snapshot:
