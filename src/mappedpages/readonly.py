@@ -46,7 +46,13 @@ class ReadOnlyPager(PageReader):
 
     @classmethod
     def open(cls, path: StrPath, page_size: int | None = None) -> ReadOnlyPager:
-        """A snapshot of the newest commit; never fails because a writer is committing."""
+        """A snapshot of the newest commit; never fails because a writer is committing.
+
+        Raises ``FileNotFoundError`` for a missing file, ``InvalidPageSize`` for a page size
+        that is not the file's, ``CorruptSuperblock`` for a file that is not a mappedpages
+        file, another ``MappedPageError`` for a damaged one, and ``Unavailable`` when the
+        reader table has no free slot.
+        """
         wanted = 0 if page_size is None else check_page_size(page_size)
         spath = os.fspath(path)
         fd = open_shared(spath)
@@ -83,12 +89,12 @@ class ReadOnlyPager(PageReader):
         return self._table is not None
 
     def refresh(self) -> bool:
-        """Move to the newest commit; returns False when there was none since.
+        """Move to the newest commit; returns True, or False when there was none since.
 
         Views taken before stay readable, but the commit they showed is no longer kept whole
         for them. After a change, iterators started before raise ``RuntimeError``, as after
         any change of state. On failure (say, the file was damaged meanwhile) the reader keeps
-        the state it had.
+        the state it had. ``Unavailable`` once closed.
         """
         self._check_live()
         if not refresh(self._table, self._slot, self._core):

@@ -1,4 +1,4 @@
-"""Snapshots inside the writer's process: ``pager.snapshot()`` (API.md, "Snapshots").
+"""Snapshots inside the writer's process: ``pager.snapshot()`` (docs/API.md, "Snapshots").
 
 A snapshot shows the writer's last commit when it was taken, with ReadOnlyPager's read API,
 from any thread and without a lock against the writer: the writer's core registers it, and
