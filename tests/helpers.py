@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
 import mappedpages as mp
 from mappedpages.checker import Report, check_file
 
@@ -31,3 +36,43 @@ COUNTS: dict[str, int] = {}
 
 def count(what: str, n: int = 1) -> None:
     COUNTS[what] = COUNTS.get(what, 0) + n
+
+
+# -- the static tools ------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m args...`` in the source tree (so that pyproject.toml configures ruff and
+    mypy), with its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+def mypy_strict(files: Sequence[Path]) -> dict[Path, list[tuple[int, str]]]:
+    """Run ``mypy --strict`` once over ``files``; each file's errors as (line, error code).
+
+    Raises AssertionError when mypy itself fails (a crash, a file it cannot read), so that a
+    broken run is never taken for a clean one.
+    """
+    out = run_module(
+        "mypy",
+        "--strict",
+        "--show-error-codes",
+        "--no-error-summary",
+        "--no-pretty",
+        *map(str, files),
+    )
+    assert out.returncode in (0, 1), out.stdout + out.stderr
+    found: dict[Path, list[tuple[int, str]]] = {(ROOT / f).resolve(): [] for f in files}
+    for line in out.stdout.splitlines():
+        where, sep, rest = line.partition(": error: ")
+        if not sep:
+            continue  # notes belong to the error before them
+        name, _, number = where.rpartition(":")
+        code = rest.rsplit("[", 1)[-1].rstrip("]") if rest.endswith("]") else ""
+        found.setdefault((ROOT / name).resolve(), []).append((int(number), code))
+    assert out.returncode == (1 if any(found.values()) else 0), out.stdout + out.stderr
+    return found

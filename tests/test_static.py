@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from helpers import run_module as _run
 
 # slow: checks the source tree, run in full by the first run of .ci/run (the installed wheel's run
 # leaves the slow tests out)
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-
 
 _PYTHON = ("src", "tests", "benchmarks", "fuzz", "examples", "setup.py")
 

@@ -1,6 +1,6 @@
 """mappedpages: crash-consistent, memory-mapped, file-backed fixed-size pages.
 
-The public API is described in the README; everything listed in ``__all__`` is stable.
+docs/API.md describes every public name; everything listed in ``__all__`` is stable.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .snapshot import Snapshot
 from .subpages import SubPageAllocator, SubPageId
 
 __version__ = "0.1.0"
+"""The version of this package (pyproject.toml reads it from here, for the package metadata)."""
 
 core: str = _backend.CORE.NAME
 """``"c"`` when the cffi C core is in use, ``"python"`` for the pure-Python core."""

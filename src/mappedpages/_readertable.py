@@ -81,6 +81,11 @@ class ReaderInfo(NamedTuple):
     since: float  # time.time() when the snapshot was taken or last refreshed
 
 
+ReaderInfo.pid.__doc__ = "The process that holds the snapshot."
+ReaderInfo.generation.__doc__ = "The generation of the commit the snapshot reads."
+ReaderInfo.since.__doc__ = "When it was taken or last refreshed, as ``time.time()`` gives."
+
+
 def table_path(data_path: str) -> str:
     return os.path.realpath(data_path) + fmt.TABLE_SUFFIX
 

@@ -16,7 +16,11 @@ __all__ = ["ConcurrentPager", "PagerReader"]
 
 
 class PagerReader:
-    """What a reader may do with the shared pager: look, never change. Valid inside its block."""
+    """What a reader may do with the shared pager: look, never change (``cp.read()``).
+
+    Valid inside its with-block only: afterwards every call raises ``Unavailable``. Any other
+    attribute raises ``AttributeError``.
+    """
 
     __slots__ = ("_pager",)
 
@@ -28,32 +32,42 @@ class PagerReader:
             raise Unavailable("this read guard ended with its with-block")
         return self._pager
 
+    # Each raises Unavailable once the with-block has ended, else it is the Pager's own.
+
     @property
     def page_size(self) -> int:
+        """The pager's ``page_size``."""
         return self._live().page_size
 
     @property
     def page_count(self) -> int:
+        """The pager's ``page_count`` (reserved pages 0-2 included)."""
         return self._live().page_count
 
     @property
     def free_page_count(self) -> int:
+        """The pager's ``free_page_count``."""
         return self._live().free_page_count
 
     @property
     def path(self) -> str:
+        """The pager's ``path``."""
         return self._live().path
 
     def get_page(self, pid: PageId) -> memoryview:
+        """``pager.get_page(pid)``: a read-only view, with the Pager's exceptions."""
         return self._live().get_page(pid)
 
     def get_protected_page(self, ppid: ProtectedPageId) -> memoryview:
+        """``pager.get_protected_page(ppid)``: a read-only view of the committed content."""
         return self._live().get_protected_page(ppid)
 
     def iter_allocated_pages(self) -> AllocatedPageIter:
+        """``pager.iter_allocated_pages()``: ascending ``PageId``s of the data pages in use."""
         return self._live().iter_allocated_pages()
 
     def iter_allocated_protected_pages(self) -> AllocatedProtectedPageIter:
+        """``pager.iter_allocated_protected_pages()``: ascending ``ProtectedPageId``s."""
         return self._live().iter_allocated_protected_pages()
 
     def __getattr__(self, name: str) -> Any:
@@ -65,6 +79,8 @@ class PagerReader:
 
 class ConcurrentPager:
     """``ConcurrentPager(pager)``: ``read()`` shared, ``write()`` exclusive, ``try_*`` too.
+
+    ``TypeError`` unless ``pager`` is a ``Pager``.
 
     ``try_read()`` and ``try_write()`` raise ``WouldBlock`` on entering their block when the
     lock is not free at once. ``into_inner()`` waits for the holders, then hands the pager back.
@@ -110,21 +126,27 @@ class ConcurrentPager:
             self._lock.release_write()
 
     def read(self) -> AbstractContextManager[PagerReader]:
-        """Shared access: many threads at once; the guard offers only read operations."""
+        """Shared access: ``with cp.read() as p``, many threads at once, waiting while a
+        writer holds or waits for the lock; ``p`` (a ``PagerReader``) offers only read
+        operations. ``Unavailable`` after ``into_inner()``."""
         return self._reading(True)
 
     def write(self) -> AbstractContextManager[Pager]:
-        """Exclusive access to the Pager itself."""
+        """Exclusive access: ``with cp.write() as p``, ``p`` the Pager itself, waiting for the
+        holders to leave. ``Unavailable`` after ``into_inner()``."""
         return self._writing(True)
 
     def try_read(self) -> AbstractContextManager[PagerReader]:
+        """As ``read()``, but entering the block raises ``WouldBlock`` instead of waiting."""
         return self._reading(False)
 
     def try_write(self) -> AbstractContextManager[Pager]:
+        """As ``write()``, but entering the block raises ``WouldBlock`` instead of waiting."""
         return self._writing(False)
 
     def into_inner(self) -> Pager:
-        """Wait for every holder to leave, then give the pager back; this object is done."""
+        """Wait for every holder to leave, then give the pager back; every later use of this
+        object raises ``Unavailable`` (so does a second ``into_inner()``)."""
         pager = self._inner()
         self._lock.acquire_write()
         try:

@@ -1,4 +1,4 @@
-"""The exception hierarchy of mappedpages (see API.md, "Errors")."""
+"""The exception hierarchy of mappedpages (see docs/API.md, "Errors")."""
 
 from __future__ import annotations
 

@@ -74,10 +74,12 @@ class _Handle(tuple):  # type: ignore[type-arg]
     def __new__(cls, index: int, page_size: int) -> Self:
         return tuple.__new__(cls, (_check_index(index), check_page_size(page_size), cls._KIND))
 
-    index: int = property(itemgetter(0))  # type: ignore[assignment]
-    """The page number."""
-    page_size: int = property(itemgetter(1))  # type: ignore[assignment]
-    """The page size this handle belongs to."""
+    index: int = property(  # type: ignore[assignment]
+        itemgetter(0), doc="The page number (also ``int(handle)``)."
+    )
+    page_size: int = property(  # type: ignore[assignment]
+        itemgetter(1), doc="The page size this handle belongs to."
+    )
 
     def __int__(self) -> int:
         return self[0]  # type: ignore[no-any-return]
@@ -98,17 +100,26 @@ class _Handle(tuple):  # type: ignore[type-arg]
 
 
 class PageId(_Handle):
-    """A regular data page: ``PageId(index, page_size)``."""
+    """A regular data page: ``PageId(index, page_size)``.
+
+    Rebuilds a handle from a stored page number. Raises ``TypeError`` for an index that is not
+    an int, ``ValueError`` for one outside 0 .. 2**64-1 and ``InvalidPageSize`` for a page size
+    that is not a power of two from 1024 to 2**28. Whether the page exists is checked when the
+    handle is used.
+    """
 
     __slots__ = ()
     _KIND = _KIND_PAGE
 
     def get(self, allocator: Any) -> memoryview:
-        """Read-only view of this page in ``allocator`` (a Pager or ReadOnlyPager)."""
+        """Read-only view of this page in ``allocator`` (a Pager, ReadOnlyPager or Snapshot):
+        ``allocator.get_page(self)``, with its exceptions; ``TypeError`` for another object."""
         return _method(allocator, "get_page", "a Pager, ReadOnlyPager or Snapshot")(self)  # type: ignore[no-any-return]
 
     def get_mut(self, allocator: Pager) -> memoryview:
-        """Writable view of this page in ``allocator``."""
+        """Writable view of this page in ``allocator`` (a Pager):
+        ``allocator.get_page_mut(self)``, with its exceptions; ``TypeError`` for another
+        object."""
         return _method(allocator, "get_page_mut", "a Pager")(self)  # type: ignore[no-any-return]
 
 
@@ -116,19 +127,22 @@ class ProtectedPageId(_Handle):
     """A protected (copy-on-write) page: ``ProtectedPageId(index, page_size)``.
 
     The index numbers a slot of the protected-page directory, not a page of the file: the
-    slot's content lives in one of two pages that change with every write.
+    slot's content lives in one of two pages that change with every write. Raises as
+    ``PageId`` does for a bad index or page size.
     """
 
     __slots__ = ()
     _KIND = _KIND_PROTECTED
 
     def get(self, allocator: Any) -> memoryview:
-        """Read-only view of the committed content (a Pager or ReadOnlyPager)."""
+        """Read-only view of the committed content in ``allocator`` (a Pager, ReadOnlyPager or
+        Snapshot): ``allocator.get_protected_page(self)``, with its exceptions."""
         get = _method(allocator, "get_protected_page", "a Pager, ReadOnlyPager or Snapshot")
         return get(self)  # type: ignore[no-any-return]
 
     def get_mut(self, allocator: Pager) -> ProtectedPageWriter:
-        """A writer whose staged copy starts as the committed content."""
+        """A ``ProtectedPageWriter`` whose staged copy starts as the committed content:
+        ``allocator.protected_writer(self)``, with its exceptions."""
         return _method(allocator, "protected_writer", "a Pager")(self)  # type: ignore[no-any-return]
 
 

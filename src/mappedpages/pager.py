@@ -1,4 +1,4 @@
-"""The Pager: a file of fixed-size pages with crash-safe allocation (API.md, "Pager").
+"""The Pager: a file of fixed-size pages with crash-safe allocation (docs/API.md, "Pager").
 
 The read side (views, iterators) is shared with ReadOnlyPager and Snapshot in reader.py; this
 module adds everything that changes the file: allocation, protected writes, batches, and the
@@ -48,7 +48,14 @@ __all__ = ["Pager", "ProtectedPages"]
 
 
 class Pager(PageReader, AsyncPagerMethods):
-    """A file of fixed-size pages. Make one with ``Pager.create`` or ``Pager.open``."""
+    """A file of fixed-size pages, open for writing; one ``Pager`` per file at a time.
+
+    Made by ``Pager.create(path, page_size=4096, *, sync=True, preallocate=True, mode=0o666)``
+    (a new file) or ``Pager.open(path, page_size=None, *, sync=True, preallocate=True,
+    create=False, mode=0o666)``; calling ``Pager(...)`` raises ``TypeError``. Close it with
+    ``close()`` or use it as a context manager. Every change to which pages are in use is one
+    atomic commit (or one per ``batch()``). docs/API.md describes every method.
+    """
 
     __slots__ = (
         "_batch_depth",
@@ -62,6 +69,7 @@ class Pager(PageReader, AsyncPagerMethods):
         "_then",
         "_undo",
     )
+    _made_by = "Pager.create(path, ...) or Pager.open(path, ...)"
 
     _fd: int
     _batch_depth: int
@@ -90,9 +98,13 @@ class Pager(PageReader, AsyncPagerMethods):
         preallocate: bool = True,
         mode: int = 0o666,
     ) -> Pager:
-        """Create a new file (``FileExistsError`` if ``path`` exists) and open it.
+        """Create a new file and open it; returns the ``Pager``.
 
         The file's permissions are ``mode & ~umask``, as ``open()`` and ``os.open`` give.
+        Raises ``FileExistsError`` if ``path`` exists, ``InvalidPageSize`` for a page size that
+        is not a power of two from 1024 to 2**28, ``TypeError``/``ValueError`` for a bad
+        ``mode``, and ``OSError`` (naming ``path``) when the file cannot be made; a failed
+        create leaves nothing behind.
         """
         page_size = check_page_size(page_size)
         if isinstance(mode, bool) or not isinstance(mode, int):
@@ -114,10 +126,17 @@ class Pager(PageReader, AsyncPagerMethods):
         create: bool = False,
         mode: int = 0o666,
     ) -> Pager:
-        """Open an existing file; ``page_size`` None takes it from the file.
+        """Open an existing file for writing; returns the ``Pager``. ``page_size`` None takes
+        it from the file.
 
         With ``create=True`` a missing file is created first (``page_size`` None: 4096;
         ``mode`` as for ``create``), so the same call serves the first run and every later one.
+        Raises ``FileNotFoundError`` for a missing file (without ``create``), ``FileLocked``
+        when another Pager has it open, ``InvalidPageSize`` for a bad page size or one that is
+        not the file's, and ``CorruptSuperblock`` / ``CorruptMetadata`` (or another
+        ``MappedPageError``) for a file that is not a mappedpages file or is damaged beyond
+        its last sound commit; warns ``RecoveryWarning`` when it opens the commit before the
+        newest. A format-1 file is upgraded to format 2 in one commit.
         """
         wanted = 0 if page_size is None else check_page_size(page_size)
         spath = os.fspath(path)
@@ -194,19 +213,29 @@ class Pager(PageReader, AsyncPagerMethods):
 
     @property
     def protected(self) -> ProtectedPages:
-        """This pager's protected pages as a ``BulkPageAllocator[ProtectedPageId]``."""
+        """This pager's protected pages as a ``BulkPageAllocator[ProtectedPageId]``: a
+        ``ProtectedPages`` whose ``alloc``/``free``/``alloc_bulk``/``free_bulk`` are
+        ``alloc_protected`` and the rest."""
         return ProtectedPages(self)
 
     # -- regular pages -------------------------------------------------------------------
 
     def alloc(self) -> PageId:
-        """Allocate one page (growing the file when full): one commit."""
+        """Allocate one data page (growing the file when full) in one commit; returns its
+        ``PageId``. Pages 0-2 and internal pages are never returned. Raises ``OSError``
+        (``ENOSPC``) when the disk has no room, ``Unavailable`` once closed."""
         index = self._core.alloc()
         self._version += 1
         return new_page_id(index, self._ps)
 
     def free(self, pid: PageId) -> None:
-        """Free a page: one commit. A snapshot that still has it keeps reading it whole."""
+        """Free a data page in one commit. A snapshot that still has it keeps reading it whole.
+
+        Raises ``TypeError`` for anything but a ``PageId``, ``PageSizeMismatch`` for one of
+        another page size, ``OutOfBounds`` beyond the file, ``ReservedPage`` for an internal
+        page, ``DoubleFree`` for a free page and ``PageInUse`` for the parent of live
+        sub-pages.
+        """
         if type(pid) is not PageId or pid[1] != self._ps:
             raise wrong_handle(pid, PageId)
         if self._free_checks:
@@ -215,7 +244,12 @@ class Pager(PageReader, AsyncPagerMethods):
         self._version += 1
 
     def alloc_bulk(self, n: int) -> list[PageId]:
-        """Allocate ``n`` pages in one commit."""
+        """Allocate ``n`` data pages in one commit; returns their ``PageId``s (``[]`` for 0).
+
+        Raises ``TypeError`` for an ``n`` that is not an int, ``ValueError`` for a negative
+        one or one no file can hold, ``OSError`` (``ENOSPC``) when the disk has no room; on
+        failure nothing is allocated.
+        """
         if check_count(n) == 0:
             return []
         self._check_room(n)
@@ -224,7 +258,8 @@ class Pager(PageReader, AsyncPagerMethods):
         return new_page_ids(indices, self._ps)
 
     def free_bulk(self, ids: Iterable[PageId]) -> None:
-        """Free every id in one commit; one bad id (or a duplicate) frees nothing."""
+        """Free every id of the iterable in one commit; one bad id (or a duplicate) frees
+        nothing. Raises as ``free`` does, and ``DoubleFree`` for a duplicate."""
         ps = self._ps
         indices: list[int] = []
         for pid in ids:
@@ -244,13 +279,18 @@ class Pager(PageReader, AsyncPagerMethods):
             raise ValueError(f"{n} pages are more than a file can hold (2**48 pages)")
 
     def is_allocated(self, pid: PageId) -> bool:
-        """Whether ``pid`` is a data page in use (in the state being built, inside a batch)."""
+        """Whether ``pid`` is a data page in use (in the state being built, inside a batch).
+
+        Raises ``TypeError``, ``PageSizeMismatch`` or ``OutOfBounds`` for an id that is not a
+        page of this file.
+        """
         if type(pid) is not PageId or pid[1] != self._ps:
             raise wrong_handle(pid, PageId)
         return bool(self._core.kind(pid[0]) == DATA)
 
     def get_page_mut(self, pid: PageId) -> memoryview:
-        """Writable view of the page; ``flush`` makes what is written durable."""
+        """Writable ``memoryview`` of ``page_size`` bytes into the mapping; ``flush`` makes what
+        is written durable. Raises as ``get_page`` does."""
         if type(pid) is not PageId or pid[1] != self._ps:
             raise wrong_handle(pid, PageId)
         index: int = pid[0]
@@ -287,13 +327,15 @@ class Pager(PageReader, AsyncPagerMethods):
     # -- protected pages -----------------------------------------------------------------
 
     def alloc_protected(self) -> ProtectedPageId:
-        """Allocate a protected page (content: zeros) in one commit."""
+        """Allocate a protected page (content: zeros) in one commit; returns its
+        ``ProtectedPageId``. Raises ``OSError`` (``ENOSPC``) when the disk has no room."""
         with self._lock:
             (slot,) = self._change(lambda: self._core.palloc(1))
             return self._new_protected([slot])[0]
 
     def alloc_protected_bulk(self, n: int) -> list[ProtectedPageId]:
-        """Allocate ``n`` protected pages in one commit: all of them or, on failure, none."""
+        """Allocate ``n`` protected pages in one commit: all of them or, on failure, none;
+        returns their ids (``[]`` for 0). Raises as ``alloc_bulk`` does."""
         if check_count(n) == 0:
             return []
         self._check_room(n)
@@ -308,14 +350,17 @@ class Pager(PageReader, AsyncPagerMethods):
         return [new_protected_id(s, ps) for s in slots]
 
     def free_protected(self, ppid: ProtectedPageId) -> None:
-        """Free a protected page in one commit."""
+        """Free a protected page in one commit. Raises ``TypeError`` for anything but a
+        ``ProtectedPageId``, ``PageSizeMismatch``, ``DoubleFree`` for one freed already and
+        ``OutOfBounds`` for one never allocated."""
         with self._lock:
             slot = self._freeable_slot(ppid)
             self._change(lambda: self._core.pfree([slot]))
             self._serials.pop(slot, None)
 
     def free_protected_bulk(self, ids: Iterable[ProtectedPageId]) -> None:
-        """Free every id in one commit; one bad id (or a duplicate) frees nothing."""
+        """Free every id of the iterable in one commit; one bad id (or a duplicate) frees
+        nothing. Raises as ``free_protected`` does, and ``DoubleFree`` for a duplicate."""
         ids = list(ids)
         with self._lock:
             slots: list[int] = []
@@ -332,7 +377,9 @@ class Pager(PageReader, AsyncPagerMethods):
                     self._serials.pop(slot, None)
 
     def protected_writer(self, ppid: ProtectedPageId) -> ProtectedPageWriter:
-        """A writer for the page (also ``ppid.get_mut(pager)``): stage, then commit."""
+        """A ``ProtectedPageWriter`` for the page (also ``ppid.get_mut(pager)``): stage, then
+        commit. Raises ``TypeError``, ``PageSizeMismatch``, or ``OutOfBounds`` for a protected
+        page that is not allocated."""
         with self._lock:
             slot = self._protected_slot(ppid)
             start = self._core.ppage(slot) * self._ps
@@ -411,10 +458,13 @@ class Pager(PageReader, AsyncPagerMethods):
 
     @contextmanager
     def batch(self) -> Iterator[Pager]:
-        """Everything allocated or freed inside is committed by one commit at the end.
+        """Everything allocated or freed inside is committed by one commit at the end:
+        ``with pager.batch(): ...`` (the block gets the pager itself).
 
         If an exception leaves the block, none of it is kept. A batch inside a batch joins
-        it; an exception leaving the inner block dooms the whole batch.
+        it; an exception leaving the inner block dooms the whole batch, and the outer block's
+        clean exit then raises ``RuntimeError``. Other threads' calls wait for the batch to
+        end. The commit's own failure (``OSError``) keeps none of it either.
         """
         lock = self._lock
         lock.acquire()  # held to the end: other threads' calls wait rather than join it
@@ -480,7 +530,8 @@ class Pager(PageReader, AsyncPagerMethods):
     # -- durability and snapshots --------------------------------------------------------
 
     def flush(self, ids: Iterable[PageId] | None = None) -> None:
-        """Make data written through views durable: every page, or just ``ids``."""
+        """Make data written through views durable: every page, or just the ``PageId``s in
+        ``ids``. Raises as ``get_page`` does for a bad id, ``OSError`` when the sync fails."""
         if ids is not None:
             ids = list(ids)
         with self._lock:
@@ -510,8 +561,9 @@ class Pager(PageReader, AsyncPagerMethods):
             return lost
 
     def snapshot(self) -> Snapshot:
-        """A snapshot of the last commit, readable from any thread while this pager goes on
-        committing: ``with pager.snapshot() as snap: ...``."""
+        """A ``Snapshot`` of the last commit, readable from any thread while this pager goes on
+        committing: ``with pager.snapshot() as snap: ...``. Raises ``Unavailable`` once the
+        pager is closed."""
         with self._lock:
             self._check_live()
             return Snapshot._of(self._core.snapshot(), self._path)
@@ -527,21 +579,25 @@ class ProtectedPages:
     """``pager.protected``: alloc/free/alloc_bulk/free_bulk of protected pages, so that code
     written for any ``BulkPageAllocator`` can allocate them."""
 
-    __slots__ = ("pager",)
+    __slots__ = {"pager": "The Pager whose protected pages these are."}
 
     def __init__(self, pager: Pager) -> None:
         self.pager = pager
 
     def alloc(self) -> ProtectedPageId:
+        """``pager.alloc_protected()``."""
         return self.pager.alloc_protected()
 
     def free(self, handle: ProtectedPageId, /) -> None:
+        """``pager.free_protected(handle)``."""
         self.pager.free_protected(handle)
 
     def alloc_bulk(self, n: int, /) -> list[ProtectedPageId]:
+        """``pager.alloc_protected_bulk(n)``."""
         return self.pager.alloc_protected_bulk(n)
 
     def free_bulk(self, ids: Iterable[ProtectedPageId], /) -> None:
+        """``pager.free_protected_bulk(ids)``."""
         self.pager.free_protected_bulk(ids)
 
     def __repr__(self) -> str:

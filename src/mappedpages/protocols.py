@@ -20,21 +20,36 @@ H = TypeVar("H")
 class PageHandle(Protocol):
     """A handle that gives views of its page through the allocator that made it."""
 
-    def get(self, allocator: Any) -> memoryview: ...
-    def get_mut(self, allocator: Any) -> Any: ...
+    def get(self, allocator: Any) -> memoryview:
+        """Read-only view of the page in ``allocator``."""
+        ...
+
+    def get_mut(self, allocator: Any) -> Any:
+        """Writable access to the page in ``allocator`` (a view, or a protected page's writer)."""
+        ...
 
 
 @runtime_checkable
 class PageAllocator(Protocol[H]):
     """Hands out handles of type ``H`` one at a time."""
 
-    def alloc(self) -> H: ...
-    def free(self, handle: H, /) -> None: ...
+    def alloc(self) -> H:
+        """Allocate one handle."""
+        ...
+
+    def free(self, handle: H, /) -> None:
+        """Free one handle."""
+        ...
 
 
 @runtime_checkable
 class BulkPageAllocator(PageAllocator[H], Protocol[H]):
     """Also allocates and frees many handles in one atomic call."""
 
-    def alloc_bulk(self, n: int, /) -> list[H]: ...
-    def free_bulk(self, ids: Iterable[H], /) -> None: ...
+    def alloc_bulk(self, n: int, /) -> list[H]:
+        """Allocate ``n`` handles in one atomic call (all of them or none)."""
+        ...
+
+    def free_bulk(self, ids: Iterable[H], /) -> None:
+        """Free every handle in ``ids`` in one atomic call (all of them or none)."""
+        ...

@@ -9,12 +9,13 @@ _core_api.py): the writer's core for a ``Pager``, a snapshot core for the others
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import threading
 import warnings
 import weakref
 from collections.abc import Iterator
-from typing import Any, NoReturn, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, Union
 
 from ._core_api import INTERNAL
 from .backup import Progress, copy_snapshot
@@ -81,7 +82,12 @@ def wrong_handle(handle: object, expected: type) -> Exception:
 
 
 class PageReader:
-    """What every open file or snapshot offers: sizes, views and iteration. Not made directly."""
+    """What every open file or snapshot offers: sizes, views and iteration.
+
+    Not made directly: ``Pager.create``, ``Pager.open``, ``ReadOnlyPager.open`` and
+    ``pager.snapshot()`` make its subclasses. After ``close()`` every call but ``close``,
+    ``page_size`` and ``path`` raises ``Unavailable``.
+    """
 
     __slots__ = (
         "__weakref__",
@@ -111,9 +117,24 @@ class PageReader:
     _lock: threading.RLock
     _kind: Any  # the core's kind(), as directly as the core offers it (see _core_api.Reading)
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        name = type(self).__name__
-        raise TypeError(f"use {name}.open(path, ...) (or Pager.create) to make a {name}")
+    # How to get one: calling the class refuses, since a reader exists only for a file or a
+    # state that has been checked and mapped.
+    _made_by: ClassVar[str] = "Pager.open(path, ...)"
+
+    if TYPE_CHECKING:  # to a type checker, and to help(), the class takes no arguments
+
+        def __init__(self) -> None: ...
+
+    else:
+
+        def __init__(self, *args, **kwargs):
+            """Not called directly: raises TypeError, naming the call that makes one."""
+            name = type(self).__name__
+            raise TypeError(f"{name}(...) is not called directly: use {self._made_by}")
+
+        __init__.__signature__ = inspect.Signature(
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        )
 
     def _setup(self, core: Any, path: str) -> None:
         self._lock = threading.RLock()
@@ -130,9 +151,10 @@ class PageReader:
         """Hook for subclasses: drop what a forked child must not use."""
 
     def close(self) -> None:
-        """Release the file (a Pager makes everything durable first). Idempotent.
+        """Release the file (a Pager makes everything durable first). Idempotent; returns
+        None.
 
-        Views taken before stay readable and safe.
+        Views taken before stay readable and safe. A Pager's batch still open is rolled back.
         """
         with self._lock:
             core = self._core
@@ -171,25 +193,30 @@ class PageReader:
 
     @property
     def page_size(self) -> int:
+        """The page size in bytes, a power of two from 1024 to 2**28."""
         return self._ps
 
     @property
     def page_count(self) -> int:
-        """Pages in the file's allocation state, reserved pages 0-2 included."""
+        """Pages in the file's allocation state, reserved pages 0-2 included
+        (``Unavailable`` once closed)."""
         return int(self._core.page_count)
 
     @property
     def free_page_count(self) -> int:
+        """Pages of ``page_count`` that are free (``Unavailable`` once closed)."""
         return int(self._core.free_count)
 
     @property
     def generation(self) -> int:
-        """The generation of the commit this state is (a writer: its last commit)."""
+        """The generation of the commit this state is (a writer: its last commit); it grows
+        by one per commit. ``Unavailable`` once closed."""
         self._check_live()
         return int(self._core.generation)
 
     @property
     def path(self) -> str:
+        """The file's path, as given when it was opened."""
         return self._path
 
     # -- reading -------------------------------------------------------------------------
@@ -208,7 +235,12 @@ class PageReader:
         return index
 
     def get_page(self, pid: PageId) -> memoryview:
-        """Read-only view of the page, straight into the mapping."""
+        """Read-only ``memoryview`` of ``page_size`` bytes, straight into the mapping.
+
+        Raises ``TypeError`` for anything but a ``PageId``, ``PageSizeMismatch`` for one of
+        another page size, ``OutOfBounds`` beyond the file, ``ReservedPage`` for an internal
+        page and ``Unavailable`` once closed. A free page may be viewed.
+        """
         if type(pid) is not PageId or pid[1] != self._ps:
             raise wrong_handle(pid, PageId)
         index: int = pid[0]
@@ -221,7 +253,11 @@ class PageReader:
         return self._ro[start : start + ps]
 
     def get_protected_page(self, ppid: ProtectedPageId) -> memoryview:
-        """Read-only view of the protected page's content."""
+        """Read-only ``memoryview`` of the protected page's committed content.
+
+        Raises ``TypeError`` for anything but a ``ProtectedPageId``, ``PageSizeMismatch``,
+        ``OutOfBounds`` for one that is not allocated and ``Unavailable`` once closed.
+        """
         start = self._core.ppage(self._protected_slot(ppid)) * self._ps
         end = start + self._ps
         if end > len(self._ro):
@@ -229,12 +265,14 @@ class PageReader:
         return self._ro[start:end]
 
     def iter_allocated_pages(self) -> AllocatedPageIter:
-        """Ascending ids of the allocated regular data pages."""
+        """An ``AllocatedPageIter``: ascending ``PageId``s of the allocated data pages (never
+        reserved or internal pages). ``Unavailable`` once closed."""
         self._check_live()
         return AllocatedPageIter(self)
 
     def iter_allocated_protected_pages(self) -> AllocatedProtectedPageIter:
-        """Ascending ids of the allocated protected pages."""
+        """An ``AllocatedProtectedPageIter``: ascending ``ProtectedPageId``s of the allocated
+        protected pages. ``Unavailable`` once closed."""
         self._check_live()
         return AllocatedProtectedPageIter(self)
 
@@ -313,7 +351,11 @@ class _ScanIter:
 
 
 class AllocatedPageIter(_ScanIter, Iterator[PageId]):
-    """Iterator over allocated regular pages; invalid once the allocation state changes."""
+    """Ascending ids of the allocated data pages (``iter_allocated_pages()``).
+
+    Once the allocation state it reads changes, ``next()`` raises ``RuntimeError`` (as a dict
+    does), or ``Unavailable`` once its owner is closed.
+    """
 
     __slots__ = ()
 
@@ -328,7 +370,11 @@ class AllocatedPageIter(_ScanIter, Iterator[PageId]):
 
 
 class AllocatedProtectedPageIter(_ScanIter, Iterator[ProtectedPageId]):
-    """Ascending ids of the allocated protected pages; invalid once allocation state changes."""
+    """Ascending ids of the allocated protected pages (``iter_allocated_protected_pages()``).
+
+    Once the allocation state it reads changes, ``next()`` raises ``RuntimeError``, or
+    ``Unavailable`` once its owner is closed.
+    """
 
     __slots__ = ()
 

@@ -22,7 +22,11 @@ __all__ = ["ReadOnlyPager"]
 
 
 class ReadOnlyPager(PageReader):
-    """A read-only snapshot of a mappedpages file: ``ReadOnlyPager.open(path)``.
+    """A read-only snapshot of a mappedpages file: ``ReadOnlyPager.open(path, page_size=None)``.
+
+    Calling ``ReadOnlyPager(...)`` raises ``TypeError``. Any number of processes may hold one
+    while a ``Pager`` commits; ``refresh()`` moves it to the newest commit, ``close()`` (or the
+    end of a ``with`` block) releases it.
 
     It has no mutating methods; its views are read-only memoryviews (writing raises
     ``TypeError``). ``PageId.get`` and ``ProtectedPageId.get`` work with it.
@@ -34,6 +38,7 @@ class ReadOnlyPager(PageReader):
     """
 
     __slots__ = ("_fd", "_slot", "_table")
+    _made_by = "ReadOnlyPager.open(path, page_size=None)"
 
     _fd: int
     _slot: int
@@ -41,7 +46,13 @@ class ReadOnlyPager(PageReader):
 
     @classmethod
     def open(cls, path: StrPath, page_size: int | None = None) -> ReadOnlyPager:
-        """A snapshot of the newest commit; never fails because a writer is committing."""
+        """A snapshot of the newest commit; never fails because a writer is committing.
+
+        Raises ``FileNotFoundError`` for a missing file, ``InvalidPageSize`` for a page size
+        that is not the file's, ``CorruptSuperblock`` for a file that is not a mappedpages
+        file, another ``MappedPageError`` for a damaged one, and ``Unavailable`` when the
+        reader table has no free slot.
+        """
         wanted = 0 if page_size is None else check_page_size(page_size)
         spath = os.fspath(path)
         fd = open_shared(spath)
@@ -78,12 +89,12 @@ class ReadOnlyPager(PageReader):
         return self._table is not None
 
     def refresh(self) -> bool:
-        """Move to the newest commit; returns False when there was none since.
+        """Move to the newest commit; returns True, or False when there was none since.
 
         Views taken before stay readable, but the commit they showed is no longer kept whole
         for them. After a change, iterators started before raise ``RuntimeError``, as after
         any change of state. On failure (say, the file was damaged meanwhile) the reader keeps
-        the state it had.
+        the state it had. ``Unavailable`` once closed.
         """
         with self._lock:  # not in the middle of a backup from another thread
             self._check_live()

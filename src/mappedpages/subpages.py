@@ -57,12 +57,15 @@ class SubPageId(tuple):  # type: ignore[type-arg]
             raise InvalidPageSize(f"sub-page size {sub_size!r} is not a power of two")
         return tuple.__new__(cls, (parent, slot, sub_size, _KIND_SUB))
 
-    parent: PageId = property(itemgetter(0))  # type: ignore[assignment]
-    """The regular page that holds this sub-page."""
-    slot: int = property(itemgetter(1))  # type: ignore[assignment]
-    """The position inside the parent, in units of ``sub_size``."""
-    sub_size: int = property(itemgetter(2))  # type: ignore[assignment]
-    """The size of the sub-page in bytes."""
+    parent: PageId = property(  # type: ignore[assignment]
+        itemgetter(0), doc="The regular page that holds this sub-page."
+    )
+    slot: int = property(  # type: ignore[assignment]
+        itemgetter(1), doc="The position inside the parent, in units of ``sub_size``."
+    )
+    sub_size: int = property(  # type: ignore[assignment]
+        itemgetter(2), doc="The size of the sub-page in bytes."
+    )
 
     def __getnewargs__(self) -> tuple[PageId, int, int]:
         return (self[0], self[1], self[2])
@@ -113,6 +116,10 @@ class SubPageAllocator:
     Which slots are in use lives in memory only (see ``restore``). Inside a ``pager.batch()``
     the allocator notes what it changes, so that a batch rolled back takes the allocator back
     with the file: its parents are again exactly the pages the pager has for it.
+
+    ``SubPageAllocator(pager, sub_size)`` raises ``TypeError`` unless ``pager`` is a ``Pager``,
+    ``Unavailable`` for a closed one, and ``InvalidPageSize`` unless ``sub_size`` is a power of
+    two smaller than the page with at most 64 sub-pages to a page.
     """
 
     __slots__ = (
@@ -189,11 +196,14 @@ class SubPageAllocator:
 
     @classmethod
     def restore(cls, pager: Pager, sub_size: int, ids: Iterable[SubPageId]) -> SubPageAllocator:
-        """Rebuild an allocator whose live sub-pages are exactly ``ids``.
+        """Rebuild an allocator whose live sub-pages are exactly ``ids``; returns it.
 
         The file only records that the parents are allocated, so the caller's own record of
         its sub-pages is the only source of the slot masks. Nothing is allocated or freed:
-        allocated parents that ``ids`` does not mention stay the caller's business.
+        allocated parents that ``ids`` does not mention stay the caller's business. Raises
+        as the constructor does, ``TypeError``/``PageSizeMismatch`` for an id of another kind
+        or size, ``OutOfBounds`` for an id whose parent is not an allocated page, and
+        ``DoubleFree`` for an id listed twice.
         """
         self = cls(pager, sub_size)
         try:
@@ -234,14 +244,17 @@ class SubPageAllocator:
 
     @property
     def sub_size(self) -> int:
+        """The size of each sub-page in bytes."""
         return self._sub
 
     @property
     def page_size(self) -> int:
+        """The page size of the pager, and of every parent page."""
         return self._ps
 
     @property
     def slots_per_page(self) -> int:
+        """How many sub-pages one parent page holds: ``page_size // sub_size`` (at most 64)."""
         return self._slots
 
     def __repr__(self) -> str:
@@ -253,7 +266,8 @@ class SubPageAllocator:
         return f"<SubPageAllocator sub_size={self._sub} page_size={self._ps} {state}>"
 
     def into_pager(self) -> Pager:
-        """Give the pager back; the allocator raises Unavailable from then on."""
+        """Give the pager back and return it; the allocator raises ``Unavailable`` from then
+        on, and the pager frees the parents like any page again."""
         with self._lock:
             pager = self._live()
             pager.remove_free_check(self._holds)
@@ -463,7 +477,9 @@ class SubPageAllocator:
     # -- allocation ----------------------------------------------------------------------
 
     def alloc(self) -> SubPageId:
-        """One sub-page from the lowest parent with room, or from a new parent."""
+        """One sub-page from the lowest parent with room, or from a new parent; returns its
+        ``SubPageId``. Raises as ``pager.alloc`` does; ``Unavailable`` after
+        ``into_pager()`` or once the pager is closed."""
         with self._lock:
             pager = self._live()
             index = self._lowest_available()
@@ -482,9 +498,11 @@ class SubPageAllocator:
             return sid
 
     def alloc_bulk(self, n: int) -> list[SubPageId]:
-        """``n`` sub-pages; the new parents they need come from one ``pager.alloc_bulk``.
+        """``n`` sub-pages, as a list (``[]`` for 0); the new parents they need come from one
+        ``pager.alloc_bulk``.
 
-        On failure the allocator and the pager are left as they were.
+        Raises as ``pager.alloc_bulk`` does; on failure the allocator and the pager are left
+        as they were.
         """
         with self._lock:
             pager = self._live()
@@ -532,7 +550,12 @@ class SubPageAllocator:
     # -- freeing -------------------------------------------------------------------------
 
     def free(self, sid: SubPageId) -> None:
-        """Free one sub-page; its parent goes back to the pager if it was the last one."""
+        """Free one sub-page; its parent goes back to the pager if it was the last one.
+
+        Raises ``TypeError`` for anything but a ``SubPageId``, ``PageSizeMismatch`` for one of
+        another sub-page or page size, ``DoubleFree`` for one freed already and
+        ``OutOfBounds`` for one never allocated here.
+        """
         with self._lock:
             pager = self._live()
             index, bit = self._freeable(sid)
@@ -555,7 +578,8 @@ class SubPageAllocator:
                 del self._parents[index]
 
     def free_bulk(self, ids: Iterable[SubPageId]) -> None:
-        """Free every id; one bad id or a duplicate frees nothing.
+        """Free every id; one bad id or a duplicate frees nothing (raises as ``free`` does,
+        ``DoubleFree`` for a duplicate).
 
         Parents left empty go back to the pager in one ``pager.free_bulk``.
         """
@@ -580,14 +604,17 @@ class SubPageAllocator:
     # -- views ---------------------------------------------------------------------------
 
     def get(self, sid: SubPageId) -> memoryview:
-        """Read-only view of the sub-page, straight into the mapping."""
+        """Read-only ``memoryview`` of ``sub_size`` bytes, straight into the mapping. Raises
+        ``TypeError``/``PageSizeMismatch`` for an id of another kind or size and
+        ``OutOfBounds`` for one not allocated here."""
         with self._lock:
             parent = self._used_slot(sid)
             start = sid[1] * self._sub
             return self._live().get_page(parent)[start : start + self._sub]
 
     def get_mut(self, sid: SubPageId) -> memoryview:
-        """Writable view of the sub-page; ``pager.flush`` makes what is written durable."""
+        """Writable ``memoryview`` of ``sub_size`` bytes; ``pager.flush`` makes what is written
+        durable. Raises as ``get`` does."""
         with self._lock:
             parent = self._used_slot(sid)
             start = sid[1] * self._sub
