@@ -529,8 +529,10 @@ int64_t mp_map_export(mp_core *c, char **addr, uint64_t *len) {
     return (int64_t)epoch;
 }
 
+/* One barrier: on Linux fdatasync writes back every dirty page of the file, those dirtied
+   through the mapping included, and its length; an msync of the mapping before it cost a
+   second device flush (DESIGN.md, "Flushing data") */
 static int flush_all(mp_core *c) {
-    if (msync(c->map, (size_t)c->map_len, MS_SYNC) != 0) return mp__fail_os(c, errno, "msync");
     if (fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
     return 0;
 }

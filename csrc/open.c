@@ -377,6 +377,11 @@ static int load_state(mp_core *c, const unsigned char *x, int slot) {
     c->counts.n = rec.page_count;
     c->counts.slot_count = rec.slot_count;
     r = mp__map(c, rec.page_count * g->page_size);
+    /* the walk touches a few scattered pages: read-around of each (read_ahead_kb, 128 KiB to
+       MiBs) would read or zero-fill far more than the trees, on a large file most of it
+       (DESIGN.md, "Opening a large file"); the mapping is given back to the default advice
+       once the state is loaded, for the pages users read */
+    if (!r) madvise(c->map, (size_t)c->map_len, MADV_RANDOM);
     if (!r) r = mp__bits_room(c, rec.page_count);
     if (!r) r = mp__slot_room(c, rec.slot_count);
     if (r) goto out;
@@ -524,6 +529,7 @@ int mp_open(mp_core *c, int fd, uint32_t page_size, int flags) {
         }
     }
     free(raw);
+    if (c->map) madvise(c->map, (size_t)c->map_len, MADV_NORMAL);
     if (r) {
         reset_state(c);
         drop_map(c);

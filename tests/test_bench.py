@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 import mappedpages as mp
 from helpers import check_ok
 from mappedpages import bench, bench_snapshots
@@ -42,3 +44,41 @@ def test_refresh_and_alloc_protected_measures_run_on_a_large_file(
 def test_peers_include_sqlite(tmp_path: Path) -> None:
     names = [name for name, _, _ in bench._peers(os.fspath(tmp_path))]
     assert "SQLite durable put, 4 KiB value" in names
+
+
+def test_opening_a_large_file_reads_its_trees_not_the_file(core: str, tmp_path: Path) -> None:
+    """The open walks its trees without read-around (which read most of a large file), and
+    gives the mapping its read-ahead back for the pages users read."""
+    import mmap
+
+    path = os.fspath(tmp_path / "big.mp")
+    with mp.Pager.create(path, 1024, sync=False, preallocate=False) as p:
+        p.alloc_bulk(1 << 20)
+    bench.evict(path)
+    if bench.file_cached(path) > 1 << 20:
+        pytest.skip("this file system keeps the file in memory")
+    with mp.Pager.open(path, sync=False) as p:
+        cached = bench.file_cached(path)
+        bitmap = p.page_count // 8
+        assert 0 < cached <= 8 * bitmap  # 3.2x; 32x with an 8 MiB read-around
+        far = mp.PageId(p.page_count - 100_000, 1024)
+        bench.evict(path)
+        bytes(p.get_page(far)[:1])
+        through_pager = bench.file_cached(path)
+    bench.evict(path)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        m[int(far) * 1024]
+        plain = bench.file_cached(path)
+    assert through_pager >= plain // 2  # the read-ahead any mapping of the file gets
+
+
+def test_file_cached_counts_the_pages_read(tmp_path: Path) -> None:
+    path = os.fspath(tmp_path / "f")
+    with open(path, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    bench.evict(path)
+    if bench.file_cached(path) > 0:
+        pytest.skip("this file system keeps the file in memory")
+    with open(path, "rb") as f:
+        f.read()
+    assert bench.file_cached(path) == 1 << 20

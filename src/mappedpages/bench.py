@@ -150,6 +150,27 @@ def _measure_core(core: str, tmp: str, quick: bool, record: Record) -> None:
                     free(alloc())
 
             record("alloc()+free() in batch()", "call", _best(batched, 3) / (2 * n), False)
+    os.unlink(path)
+    with Pager.create(path, 1024, sync=True) as p:
+        dirty = p.alloc_bulk(64)
+        views = [p.get_page_mut(pid) for pid in dirty]
+
+        def write_all() -> None:
+            for v in views:
+                v[0] = (v[0] + 1) & 0xFF
+
+        def flush_ids() -> None:
+            write_all()
+            p.flush(dirty)
+
+        def flush_all() -> None:
+            write_all()
+            p.flush()
+
+        durable("durable flush(64 ids), 1 KiB pages", flush_ids, rounds)
+        durable("durable flush(), 64 dirty 1 KiB pages", flush_all, rounds)
+        for v in views:
+            v.release()
     floor.close()
     os.unlink(path)
     with Pager.create(path, 4096, sync=False) as p:
@@ -308,12 +329,120 @@ def _snapshot_table(directory: str) -> list[str]:
                     core,
                     f"{full.ratio:.2f}x ({_fmt(full.fresh)})",
                 )
-    header = ("snapshots (ratios timed alternately in this run)", "C core", "pure core")
+    return _cells(
+        ("snapshots (ratios timed alternately in this run)", "C core", "pure core"), cells
+    )
+
+
+def _cells(header: tuple[str, str, str], cells: dict[str, dict[str, str]]) -> list[str]:
     table = [header] + [(w, c.get("c", "-"), c.get("python", "-")) for w, c in cells.items()]
     widths = [max(len(r[i]) for r in table) for i in range(3)]
     out = ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in table]
     out.insert(1, "  ".join("-" * w for w in widths))
     return out
+
+
+def _per_call(stmt: str, names: dict[str, object], number: int = 20000) -> float:
+    """Best of 7 timeit runs, in seconds a call."""
+    import timeit
+
+    return min(timeit.repeat(stmt, globals=names, number=number, repeat=7)) / number
+
+
+def _reads_table(directory: str) -> list[str]:
+    """Views and handles against Python's own limit: a memoryview slice of an mmap, timed in
+    the same run."""
+    mm = mmap.mmap(-1, 1 << 20)
+    view = memoryview(mm)
+    base = _per_call("view[start : start + ps]", {"view": view, "start": 8192, "ps": 4096})
+    cells: dict[str, dict[str, str]] = {}
+    from .handles import PageId
+
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        for core in _backend.available():
+            with _backend.using(core), Pager.create(os.path.join(tmp, core), 4096) as p:
+                pid = p.alloc_bulk(100)[50]
+                names = {"get": p.get_page, "pid": pid, "PageId": PageId, "n": int(pid)}
+                for what, stmt in (
+                    ("get_page(handle)", "get(pid)"),
+                    ("get_page(mp.PageId(n, ps))", "get(PageId(n, 4096))"),
+                    ("mp.PageId(n, ps)", "PageId(n, 4096)"),
+                ):
+                    t = _per_call(stmt, names)
+                    cells.setdefault(what, {})[core] = f"{t / base:.2f}x ({_fmt(t)})"
+    view.release()
+    mm.close()
+    header = (f"reads / a memoryview slice of an mmap ({_fmt(base)})", "C core", "pure core")
+    return _cells(header, cells)
+
+
+def file_cached(path: str) -> int:
+    """Bytes of ``path`` in the page cache (mincore of a mapping of it)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    )
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+    libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap")
+        try:
+            vec = ctypes.create_string_buffer((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE)
+            if libc.mincore(addr, size, vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore")
+            return sum(b & 1 for b in vec.raw) * mmap.PAGESIZE
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+
+
+def evict(path: str) -> None:
+    """Drop the file's clean pages from the page cache (no privileges needed, unlike
+    drop_caches, and nothing else's)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _open_table(directory: str) -> list[str]:
+    """Opening a large sparse file whose pages are not in the page cache: the time, and how
+    much of the file the open brought into the cache, against the size of one bitmap."""
+    pages = 1 << 21
+    cells: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        path = os.path.join(tmp, "big.mp")
+        with (
+            _backend.using("c" if "c" in _backend.available() else "python"),
+            Pager.create(path, 1024, sync=False, preallocate=False) as p,
+        ):
+            p.alloc_bulk(pages - p.page_count)
+        for core in _backend.available():
+            with _backend.using(core):
+                evict(path)
+                start = time.perf_counter()
+                with Pager.open(path, sync=False) as p:
+                    seconds = time.perf_counter() - start
+                    grown = file_cached(path)
+            cells.setdefault("Pager.open, 2^21-page file, not cached", {})[core] = _fmt(seconds)
+            what = "  the file cached after it / one bitmap"
+            cells.setdefault(what, {})[core] = f"{grown / (pages // 8):.1f}x"
+    return _cells(("open (1 KiB pages, never written)", "C core", "pure core"), cells)
 
 
 def _fmt(seconds: float) -> str:
@@ -354,6 +483,8 @@ def run(directory: str | None = None, quick: bool = True) -> str:
         ),
     ]
     lines.insert(5, "  ".join("-" * w for w in widths))
+    lines += ["", *_reads_table(directory)]
+    lines += ["", *_open_table(directory)]
     lines += ["", *_snapshot_table(directory)]
     peers = _peers(directory)
     if peers:

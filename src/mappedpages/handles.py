@@ -14,7 +14,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidPageSize
-from .format import valid_page_size
+from .format import MAX_PAGE_SIZE, MIN_PAGE_SIZE, valid_page_size
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -29,6 +29,11 @@ MappedPage = memoryview
 
 _KIND_PAGE = 0
 _KIND_PROTECTED = 1
+_INDEX_MAX = (1 << 64) - 1
+_PAGE_SIZES = frozenset(
+    1 << k for k in range(MIN_PAGE_SIZE.bit_length() - 1, MAX_PAGE_SIZE.bit_length())
+)
+_new_tuple: Any = tuple.__new__
 
 
 def _check_index(index: object) -> int:
@@ -72,6 +77,15 @@ class _Handle(tuple):  # type: ignore[type-arg]
     _KIND = -1
 
     def __new__(cls, index: int, page_size: int) -> Self:
+        # an exact int and a valid page size, as a stored number comes back, take no calls
+        # (the full checks cost half the handle); anything else is explained below
+        if (
+            type(index) is int
+            and 0 <= index <= _INDEX_MAX
+            and type(page_size) is int
+            and page_size in _PAGE_SIZES
+        ):
+            return _new_tuple(cls, (index, page_size, cls._KIND))  # type: ignore[no-any-return]
         return tuple.__new__(cls, (_check_index(index), check_page_size(page_size), cls._KIND))
 
     index: int = property(  # type: ignore[assignment]

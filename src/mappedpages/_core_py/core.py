@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from .. import format as fmt
 from .._v1 import V1State
 from ..errors import CorruptMetadata, DoubleFree
-from . import alloc, commit, directory, pending, shrink, sync
+from . import alloc, commit, directory, pending, shrink
 from .crc import crc32c
 from .open import map_file, open_file, upgrade
 from .snapshot import Snapshot
@@ -290,8 +290,7 @@ class PyCore:
             c.live()
             if c.hook is not None:
                 c.hook("flush")
-            if pages is None:
-                sync.msync(c.mm, 0, len(c.mm))
+            if pages is None:  # one barrier (DESIGN.md, "Flushing data"), as the C core
                 os.fdatasync(c.fd)
                 return
             for page in pages:
@@ -334,7 +333,6 @@ class PyCore:
                     alloc.rollback(c)
                 if c.writable and not c.poisoned:
                     commit.commit(c)
-                    sync.msync(c.mm, 0, len(c.mm))
                     os.fdatasync(c.fd)
             finally:
                 c.closed = True

@@ -3,6 +3,7 @@ names, and building the state in memory; the mapping. Mirrors csrc/open.c."""
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -24,6 +25,14 @@ from .alloc import bitmap_bytes, space_known
 from .crc import crc32c
 from .state import Counts, State, Tree, get_bit
 from .tree import BITMAP, DIRECTORY, Reader
+
+
+def advise(mm: mmap.mmap, random: bool) -> None:
+    """Read-around off (``random``) while the trees are walked, back on for users' pages: the
+    walk touches a few scattered pages, and read-around of each would read or zero-fill far
+    more than the trees, on a large file most of it (DESIGN.md, "Opening a large file")."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):  # advice only
+        mm.madvise(mmap.MADV_RANDOM if random else mmap.MADV_NORMAL)
 
 
 def map_file(c: State, n: int) -> None:
@@ -80,6 +89,9 @@ def open_file(c: State, wanted: int) -> None:
         except MappedPageError as exc:
             failure = failure or exc
             continue
+        finally:
+            if c.mm is not None:
+                advise(c.mm, False)
         if failure is not None:
             warnings.warn(
                 RecoveryWarning(
@@ -120,6 +132,7 @@ def load_state(c: State, slot: fmt.RecordSlot) -> None:
     geo = c.geo
     n = rec.page_count
     map_file(c, n)
+    advise(c.mm, True)  # open_file gives the default back
     nb = bitmap_bytes(c, n)
     used, internal, pend = bytearray(nb), bytearray(nb), bytearray(nb)
     held: dict[int, int] = {}
