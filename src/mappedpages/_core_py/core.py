@@ -290,7 +290,7 @@ class PyCore:
             c.live()
             if c.hook is not None:
                 c.hook("flush")
-            if pages is None:  # one barrier (DESIGN.md, "Flushing data"), as the C core
+            if pages is None:  # one barrier (docs/DESIGN.md, "Flushing data"), as the C core
                 os.fdatasync(c.fd)
                 return
             for page in pages:

@@ -30,7 +30,7 @@ from .tree import BITMAP, DIRECTORY, Reader
 def advise(mm: mmap.mmap, random: bool) -> None:
     """Read-around off (``random``) while the trees are walked, back on for users' pages: the
     walk touches a few scattered pages, and read-around of each would read or zero-fill far
-    more than the trees, on a large file most of it (DESIGN.md, "Opening a large file")."""
+    more than the trees, on a large file most of it (docs/DESIGN.md, "Opening a large file")."""
     with contextlib.suppress(OSError, AttributeError, ValueError):  # advice only
         mm.madvise(mmap.MADV_RANDOM if random else mmap.MADV_NORMAL)
 
