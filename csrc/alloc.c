@@ -486,6 +486,14 @@ int mp_begin(mp_core *c) {
     return leave(c, r);
 }
 
+int mp_adopt_batch(mp_core *c) {
+    pthread_mutex_lock(&c->lock); /* not ENTER: the open batch is what is being taken over */
+    int r = writer(c);
+    if (!r && !c->in_batch) r = mp__fail(c, MP_E_VALUE, "no batch is open");
+    if (!r) c->batch_owner = pthread_self();
+    return leave(c, r);
+}
+
 int mp_commit(mp_core *c) {
     ENTER(c);
     int r = writer(c);

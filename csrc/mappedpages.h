@@ -92,6 +92,9 @@ int64_t mp_pscan(mp_core *core, uint64_t start, uint64_t *out, uint64_t limit);
 int mp_begin(mp_core *core);
 int mp_commit(mp_core *core);
 int mp_rollback(mp_core *core);
+/* Make the calling thread the open batch's owner (to commit it off the thread that opened it:
+ * that thread's calls wait for the batch from now on, like any other thread's). */
+int mp_adopt_batch(mp_core *core);
 /* Commit a page count that ends after the last page in use or pending (one commit, a
  * checkpoint), then truncate the file to it: returns the pages the file lost. Not in a batch. */
 int64_t mp_shrink(mp_core *c);

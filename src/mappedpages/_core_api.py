@@ -120,6 +120,11 @@ class Core(Reading, Protocol):
     def rollback(self) -> None:
         """Close the batch and return to the last committed state."""
 
+    def adopt(self) -> None:
+        """Make the calling thread the open batch's owner, to commit it off the thread that
+        opened it (whose calls then wait for the batch like any other thread's); ValueError
+        when no batch is open."""
+
     def reclaim(self) -> None:
         """Make pending pages that no snapshot can read any longer free to reuse (every
         mutating call does this first)."""

@@ -319,6 +319,9 @@ class CCore:
     def rollback(self) -> None:
         self._check(lib.mp_rollback(self._c))
 
+    def adopt(self) -> None:
+        self._check(lib.mp_adopt_batch(self._c))
+
     def shrink(self) -> int:
         lost = self._check(lib.mp_shrink(self._c))
         if self._hook is not None:  # committed step by step: the cut only after the record

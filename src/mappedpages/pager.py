@@ -469,46 +469,66 @@ class Pager(PageReader, AsyncPagerMethods):
         lock = self._lock
         lock.acquire()  # held to the end: other threads' calls wait rather than join it
         try:
-            if self._batch_depth == 0:
-                self._core.begin()
-                self._batch_doomed = False
-                self._batch_thread = threading.get_ident()
-            self._batch_depth += 1
+            self._enter_batch()
             try:
                 yield self
             except BaseException:
                 self._end_batch(failed=True)
                 raise
-            self._end_batch(failed=False)
+            if self._ending_batch(failed=False):
+                self._commit_batch(self._core.commit)
         finally:
             if self._batch_depth == 0:
                 self._batch_thread = 0
             lock.release()
 
+    def _enter_batch(self) -> None:
+        """One level of a batch begins (holding the lock): the outermost opens the core's."""
+        if self._batch_depth == 0:
+            self._core.begin()
+            self._batch_doomed = False
+            self._batch_thread = threading.get_ident()
+        self._batch_depth += 1
+
     def _end_batch(self, failed: bool) -> None:
+        if self._ending_batch(failed):
+            self._commit_batch(self._core.commit)
+
+    def _ending_batch(self, failed: bool) -> bool:
+        """One level of the batch ends; True when it was the outermost and it is to commit
+        now (the caller commits: here, or off the event loop for ``batch_async``)."""
         if self._batch_depth == 0:  # closed inside the block: close() rolled back
-            return
+            return False
         self._batch_depth -= 1
         if failed:
             self._batch_doomed = True
         if self._batch_depth:
-            return
+            return False
         if self._batch_doomed:
             self._abort()
             if not failed:
                 raise RuntimeError("the batch was rolled back: an inner batch raised")
-        else:
-            try:
-                self._core.commit()
-            except BaseException:
-                # the core took the batch back (a commit that failed before writing, say for
-                # want of disk space), or refuses all use now: either way none of it is kept
-                self._rolled_back()
-                raise
-            self._undo.clear()
-            then, self._then = self._then, []
-            for fn in then:
-                fn()
+            return False
+        return True
+
+    def _commit_batch(self, commit: Callable[[], None]) -> None:
+        try:
+            commit()
+        except BaseException:
+            self._commit_failed()
+            raise
+        self._batch_committed()
+
+    def _commit_failed(self) -> None:
+        # the core took the batch back (a commit that failed before writing, say for want of
+        # disk space), or refuses all use now: either way none of it is kept
+        self._rolled_back()
+
+    def _batch_committed(self) -> None:
+        self._undo.clear()
+        then, self._then = self._then, []
+        for fn in then:
+            fn()
 
     def _abort(self) -> None:
         """Return to the last committed state: the core's, then what was registered with
@@ -567,6 +587,9 @@ class Pager(PageReader, AsyncPagerMethods):
         with self._lock:
             self._check_live()
             return Snapshot._of(self._core.snapshot(), self._path)
+
+    def _owns_batch(self) -> bool:
+        return self._batch_thread == threading.get_ident()
 
     def _backup(self, dest: str, progress: Progress | None) -> None:
         # from a snapshot of the last commit: this pager goes on committing meanwhile (from

@@ -56,6 +56,11 @@ class ProtectedPageWriter:
         self._done = True
         self._buf = bytearray()
 
+    async def commit_async(self) -> None:
+        """``commit()``, its sync off the event loop (at once, on this thread, inside this
+        thread's batch)."""
+        await self._pager._off_loop(self.commit)
+
     def discard(self) -> None:
         """Drop the staged copy; the committed content stays."""
         self._done = True

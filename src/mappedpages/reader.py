@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, Union
 
 from ._core_api import INTERNAL
+from .aio import off_loop
 from .backup import Progress, copy_snapshot
 from .errors import OutOfBounds, PageSizeMismatch, ReservedPage, Unavailable
 from .handles import PageId, ProtectedPageId, new_page_id, new_protected_id
@@ -283,6 +284,14 @@ class PageReader:
         left as holes, so the copy is sparse. The copy opens and checks clean; a copy cut
         short leaves no file at ``dest``. The file gets ``0o666 & ~umask``."""
         self._backup(os.fspath(dest), None)
+
+    async def backup_async(self, dest: StrPath) -> None:
+        """``backup(dest)``, the copy and its sync off the event loop."""
+        await off_loop(self.backup, dest, inline=self._owns_batch())
+
+    def _owns_batch(self) -> bool:
+        """Whether the calling thread has a batch of this file open (a writer's question)."""
+        return False
 
     def _backup(self, dest: str, progress: Progress | None) -> None:
         with self._lock:  # a refresh from another thread waits for the copy

@@ -14,6 +14,7 @@ from . import _backend, _v1
 from . import format as fmt
 from ._files import open_shared
 from ._readertable import ReaderTable, refresh, register
+from .aio import off_loop
 from .errors import CorruptSuperblock
 from .handles import check_page_size
 from .reader import PageReader, StrPath, close_inherited
@@ -104,6 +105,10 @@ class ReadOnlyPager(PageReader):
             self._version += 1
             self._remap()
             return True
+
+    async def refresh_async(self) -> bool:
+        """``refresh()``, its reads of the file off the event loop."""
+        return await off_loop(self.refresh)
 
     def _closing(self, core: Any) -> None:
         try:

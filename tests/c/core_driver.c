@@ -1020,7 +1020,7 @@ static void after_close(mp_core *c, int opened) {
     CHECK(mp_pscan(c, 0, out, 4) == MP_E_UNAVAILABLE);
     CHECK(mp_begin(c) == MP_E_UNAVAILABLE && mp_commit(c) == MP_E_UNAVAILABLE && mp_rollback(c) == MP_E_UNAVAILABLE);
     CHECK(mp_checkpoint_now(c) == MP_E_UNAVAILABLE && mp_reclaim(c) == MP_E_UNAVAILABLE);
-    CHECK(mp_shrink(c) == MP_E_UNAVAILABLE && mp_trim(c) == MP_E_UNAVAILABLE);
+    CHECK(mp_shrink(c) == MP_E_UNAVAILABLE && mp_trim(c) == MP_E_UNAVAILABLE && mp_adopt_batch(c) == MP_E_UNAVAILABLE);
     CHECK(mp_map_export(c, &addr, &len) == MP_E_UNAVAILABLE && addr == NULL);
     CHECK(mp_flush_all(c) == MP_E_UNAVAILABLE && mp_flush_pages(c, x, 1) == MP_E_UNAVAILABLE);
     CHECK(mp_attach_table(c, -1) == MP_E_UNAVAILABLE);
@@ -1055,7 +1055,7 @@ static void read_only(const char *path, const view *expected) {
     CHECK(mp_pfree(c, x, 1) == MP_E_READ_ONLY);
     CHECK(mp_begin(c) == MP_E_READ_ONLY && mp_commit(c) == MP_E_READ_ONLY && mp_checkpoint_now(c) == MP_E_READ_ONLY);
     CHECK(mp_reclaim(c) == MP_E_READ_ONLY && mp_set_manual(c, 1) == MP_E_READ_ONLY && mp_shrink(c) == MP_E_READ_ONLY);
-    CHECK(mp_trim(c) == MP_E_READ_ONLY);
+    CHECK(mp_trim(c) == MP_E_READ_ONLY && mp_adopt_batch(c) == MP_E_READ_ONLY);
     CHECK(mp_commit_step(c, MP_STEP_WRITE) == MP_E_READ_ONLY && mp_pending(c) == 0 && mp_rollback(c) == 0);
     char *addr;
     uint64_t len;
@@ -1676,7 +1676,9 @@ static void every_change(mp_core *c) {
     CHECK(mp_palloc(c, two, 2) == 0 && mp_pfree(c, two + 1, 1) == 0);
     CHECK(mp_commit(c) == 0);
     if (rnd() % 4 == 0) CHECK(mp_checkpoint_now(c) == 0);
-    CHECK(mp_begin(c) == 0 && mp_shrink(c) == MP_E_VALUE && mp_trim(c) == MP_E_VALUE && mp_rollback(c) == 0);
+    CHECK(mp_adopt_batch(c) == MP_E_VALUE); /* no batch open */
+    CHECK(mp_begin(c) == 0 && mp_shrink(c) == MP_E_VALUE && mp_trim(c) == MP_E_VALUE && mp_adopt_batch(c) == 0);
+    CHECK(mp_rollback(c) == 0);
     if (rnd() % 3 == 0) {
         uint64_t before = mp_page_count(c);
         /* moving a protected page checks its content first: a damaged one refuses the shrink */

@@ -7,6 +7,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
+from threading import get_ident
 from typing import Any, TypeVar
 
 from .. import format as fmt
@@ -26,6 +27,53 @@ def _free_one(c: State, page: int) -> None:
     alloc.release(c, page)
 
 
+class BatchLock:
+    """The core's lock (csrc/core.h, mp__enter): re-entrant, and while a batch is open, held
+    back from every thread but the batch's owner, so that their calls wait for the batch to
+    end rather than join it. The owner may hand the batch to another thread (``adopt``), as
+    an async batch does to commit off the event loop; an RLock held from begin to commit could
+    not change hands."""
+
+    __slots__ = ("_cond", "_lock", "_owner")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._owner = 0  # the thread whose batch is open, 0 when none is
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        owner = self._owner
+        if owner and owner != get_ident():
+            try:
+                while self._owner and self._owner != get_ident():
+                    self._cond.wait()
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def own(self) -> None:
+        """The calling thread's batch is open (called holding the lock)."""
+        self._owner = get_ident()
+
+    def disown(self) -> None:
+        """The batch is over (called holding the lock): the waiting threads go on."""
+        if self._owner:
+            self._owner = 0
+            self._cond.notify_all()
+
+    def adopt(self) -> None:
+        """Make the calling thread the open batch's owner: the thread that opened it waits
+        for it now, like any other."""
+        with self._lock:  # the plain lock: the owner's batch is what is being taken over
+            if not self._owner:
+                raise ValueError("no batch is open")
+            self._owner = get_ident()
+
+
 class PyCore:
     """One file open for writing (see _core_api.Core)."""
 
@@ -38,11 +86,9 @@ class PyCore:
         prealloc: bool,
         v1: V1State | None = None,
     ) -> None:
-        # Each public method holds the lock, as the C core's functions hold theirs; a batch
-        # holds it from begin() to commit() or rollback(), so that other threads' calls wait
-        # for it to end instead of joining it.
-        self._lock = threading.RLock()
-        self._batch_held = False
+        # Each public method holds the lock, as the C core's functions hold theirs; while a
+        # batch is open, other threads' calls wait for it to end instead of joining it.
+        self._lock = BatchLock()
         self._c = c = State(fd, writable, sync, prealloc)
         if v1 is None:
             open_file(c, page_size)
@@ -212,18 +258,17 @@ class PyCore:
     # -- batches and commits --------------------------------------------------------------
 
     def begin(self) -> None:
-        self._lock.acquire()
-        try:
+        with self._lock:
             alloc.begin(self._c)
-        except BaseException:
-            self._lock.release()
-            raise
-        self._batch_held = True
+            self._lock.own()
+
+    def adopt(self) -> None:
+        """Make the calling thread the open batch's owner (to commit it off the thread that
+        opened it); ValueError when no batch is open."""
+        self._lock.adopt()
 
     def _end_batch(self) -> None:
-        if self._batch_held:
-            self._batch_held = False
-            self._lock.release()
+        self._lock.disown()
 
     def commit(self) -> None:
         with self._lock:
