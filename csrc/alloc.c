@@ -539,7 +539,7 @@ int64_t mp_map_export(mp_core *c, char **addr, uint64_t *len) {
 
 /* One barrier: on Linux fdatasync writes back every dirty page of the file, those dirtied
    through the mapping included, and its length; an msync of the mapping before it cost a
-   second device flush (DESIGN.md, "Flushing data") */
+   second device flush (docs/DESIGN.md, "Flushing data") */
 static int flush_all(mp_core *c) {
     if (fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
     return 0;

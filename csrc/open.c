@@ -379,7 +379,7 @@ static int load_state(mp_core *c, const unsigned char *x, int slot) {
     r = mp__map(c, rec.page_count * g->page_size);
     /* the walk touches a few scattered pages: read-around of each (read_ahead_kb, 128 KiB to
        MiBs) would read or zero-fill far more than the trees, on a large file most of it
-       (DESIGN.md, "Opening a large file"); the mapping is given back to the default advice
+       (docs/DESIGN.md, "Opening a large file"); the mapping is given back to the default advice
        once the state is loaded, for the pages users read */
     if (!r) madvise(c->map, (size_t)c->map_len, MADV_RANDOM);
     if (!r) r = mp__bits_room(c, rec.page_count);

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -256,3 +257,36 @@ def test_the_cli_backs_up_a_file_a_writer_holds(core: str, tmp_path: Path) -> No
     check_ok(dest)
     with mp.ReadOnlyPager.open(dest) as copy:
         assert _state(copy)[1:] == state[1:]
+
+
+def test_the_cli_shows_progress_on_a_terminal_for_a_large_copy(tmp_path: Path) -> None:
+    import pty
+
+    src, dest = str(tmp_path / "src.mp"), str(tmp_path / "copy.mp")
+    with mp.Pager.create(src, 4096, sync=False) as p:
+        p.alloc_bulk(20_000)  # 80 MiB in use: above the 64 MiB from which progress shows
+    leader, follower = pty.openpty()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "mappedpages", "backup", src, dest],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+        )
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert run.returncode == 0
+    shown_percents = [int(x) for x in re.findall(rb"backing up: (\d+)%", shown)]
+    assert shown_percents == sorted(shown_percents) and len(shown_percents) > 5
+    assert shown_percents[-1] == 100 and shown.endswith(b"\r")  # the line is cleared after
+    check_ok(dest)

@@ -82,3 +82,27 @@ def test_file_cached_counts_the_pages_read(tmp_path: Path) -> None:
     with open(path, "rb") as f:
         f.read()
     assert bench.file_cached(path) == 1 << 20
+
+
+def test_the_copy_on_write_step_does_the_same_work_everywhere(core: str, tmp_path: Path) -> None:
+    """The benchmark's contenders each leave 16 nodes and a root naming the newest ones."""
+    import sqlite3
+
+    from mappedpages import bench_cow
+
+    with bench_cow.mappedpages_step(str(tmp_path)) as step:
+        for _ in range(3):
+            step()
+    with mp.Pager.open(str(tmp_path / "cow.mp")) as p:
+        nodes = list(p.iter_allocated_pages())
+        (root,) = list(p.iter_allocated_protected_pages())
+        assert len(nodes) == 16 and all(bytes(p.get_page(x)[:4]) == b"\0\1\2\3" for x in nodes)
+        assert int.from_bytes(p.get_protected_page(root)[:8], "little") == int(nodes[0])
+    check_ok(str(tmp_path / "cow.mp"))
+    with bench_cow.sqlite_step(str(tmp_path)) as step:
+        for _ in range(3):
+            step()
+    db = sqlite3.connect(str(tmp_path / "cow.db"))
+    assert db.execute("SELECT count(*), min(k) FROM node").fetchone() == (16, 32)
+    assert db.execute("SELECT v FROM root").fetchone() == (32,)
+    db.close()

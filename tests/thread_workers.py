@@ -1,5 +1,6 @@
-"""Workloads that share one Pager between threads, run in a subprocess by test_threads.py (a
-crash there is a failed run, not a dead pytest process).
+"""Workloads that share one Pager between threads (every mutating call, shrinks and backups
+included), run in a subprocess by test_threads.py (a crash there is a failed run, not a dead
+pytest process).
 
     python thread_workers.py hammer PATH SYNC THREADS STEPS SEED
     python thread_workers.py asyncmix PATH RUNS SEED
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import threading
@@ -56,7 +58,7 @@ class Worker:
 
     def step(self) -> None:
         p, rng = self.p, self.rng
-        k = rng.randrange(12)
+        k = rng.randrange(14)
         if k == 0:
             self._write(p.alloc())
         elif k == 1 and self.pages:
@@ -101,6 +103,20 @@ class Worker:
                 sum(1 for _ in snap.iter_allocated_pages())
                 for ppid in snap.iter_allocated_protected_pages():
                     snap.get_protected_page(ppid)
+        elif k == 12 and rng.random() < 0.2:
+            p.shrink()  # what the threads hold is in use: never cut
+        elif k == 13 and rng.random() < 0.1:
+            copy = f"{p.path}.{self.tag}.copy"
+            p.backup(copy)
+            try:
+                with mp.ReadOnlyPager.open(copy) as ro:
+                    if not check_file(copy, mp.crc32c).ok:
+                        self.errors.append(f"a backup by thread {self.tag} does not check clean")
+                    sum(1 for _ in ro.iter_allocated_pages())
+            finally:
+                for leftover in (copy, copy + "-readers"):
+                    if os.path.exists(leftover):
+                        os.unlink(leftover)
 
     def _batch(self, fail: bool) -> None:
         pages, protected = dict(self.pages), dict(self.protected)

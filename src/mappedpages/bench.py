@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _backend
+from .bench_cow import cow_table
 from .pager import Pager
 
 
@@ -485,6 +486,7 @@ def run(directory: str | None = None, quick: bool = True) -> str:
     lines.insert(5, "  ".join("-" * w for w in widths))
     lines += ["", *_reads_table(directory)]
     lines += ["", *_open_table(directory)]
+    lines += ["", *cow_table(directory, 60 if quick else 200)]
     lines += ["", *_snapshot_table(directory)]
     peers = _peers(directory)
     if peers:
