@@ -333,21 +333,27 @@ int mp_snap_newer(mp_snap *s) {
     pthread_mutex_lock(&s->lock);
     int r = 0;
     if (!s->closed && s->fd >= 0) {
-        /* A newer record may be in either slot (a writer two commits on rewrote this one).
-           A file shorter than this state was truncated, unless a newer record fits it: then
-           it shrank (refreshing checks that record whole). */
-        unsigned char h[MP_REC_PAGE_COUNT + 8];
+        /* A commit since goes to the other slot first, so its generation alone says whether
+           there is one: the common case takes one read. A file shorter than this state was
+           truncated, unless a newer record fits it: it shrank (the newest may then be in this
+           slot, rewritten two commits on), or grew back meanwhile (the length is taken again).
+           The length comes first, and a shrink writes its record before it cuts. */
         uint64_t size;
-        int newer = 0, fits = 0;
+        int newer = 0;
         if (mp__file_size(s->fd, &size) != 0) r = fail_os(s, errno, "lseek");
-        for (int i = 0; !r && i < 2; i++)
-            if (!read_at(s->fd, h, sizeof h, s->record_pages[i] * s->geo.page_size) &&
-                mp_get64(h + MP_REC_GENERATION) > s->rec.generation) {
-                newer = 1;
-                fits |= mp_get64(h + MP_REC_PAGE_COUNT) <= size / s->geo.page_size;
-            }
-        /* the size taken before the records: a shrink writes its record before it cuts */
-        if (!r) r = newer && fits ? 1 : check_length(s, size);
+        for (int k = 0; !r && k < 2; k++) {
+            unsigned char h[MP_REC_PAGE_COUNT + 8];
+            int i = k == 0 ? 1 - s->slot : s->slot;
+            if (read_at(s->fd, h, sizeof h, s->record_pages[i] * s->geo.page_size) ||
+                mp_get64(h + MP_REC_GENERATION) <= s->rec.generation)
+                break;
+            newer = 1;
+            uint64_t n = mp_get64(h + MP_REC_PAGE_COUNT);
+            if (n <= size / s->geo.page_size) r = 1;
+            else if (mp__file_size(s->fd, &size) != 0) r = fail_os(s, errno, "lseek");
+            else if (n <= size / s->geo.page_size) r = 1;
+        }
+        if (!r) r = check_length(s, size);
         if (!r) r = newer;
     }
     pthread_mutex_unlock(&s->lock);

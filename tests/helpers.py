@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,14 +58,19 @@ def mypy_strict(files: Sequence[Path]) -> dict[Path, list[tuple[int, str]]]:
     Raises AssertionError when mypy itself fails (a crash, a file it cannot read), so that a
     broken run is never taken for a clean one.
     """
-    out = run_module(
-        "mypy",
-        "--strict",
-        "--show-error-codes",
-        "--no-error-summary",
-        "--no-pretty",
-        *map(str, files),
-    )
+    # a cache of its own: mypy's shared one, holding a module of the same name from another
+    # directory (an earlier run's tmp_path), reports that file's errors under its old path
+    with tempfile.TemporaryDirectory() as cache:
+        out = run_module(
+            "mypy",
+            "--strict",
+            "--show-error-codes",
+            "--no-error-summary",
+            "--no-pretty",
+            "--cache-dir",
+            cache,
+            *map(str, files),
+        )
     assert out.returncode in (0, 1), out.stdout + out.stderr
     found: dict[Path, list[tuple[int, str]]] = {(ROOT / f).resolve(): [] for f in files}
     for line in out.stdout.splitlines():

@@ -360,12 +360,11 @@ def test_every_barrier_of_protected_calls(core: str, tmp_path: object, ps: int) 
     print(f"power-loss images checked (protected calls): {h.images}")
 
 
-@pytest.mark.parametrize("ps", [1024, 4096])
-def test_every_barrier_of_a_shrink(core: str, tmp_path: object, ps: int) -> None:
+def test_every_barrier_of_a_shrink(core: str, tmp_path: object) -> None:
     """A shrink's commits (protected pages and tree blocks moved down, then the cut) are
     all-or-nothing like any other: every image opens to the pages and protected contents it
     had, and checks clean, however much of the cut the power loss let through."""
-    tmp = str(tmp_path)
+    tmp, ps = str(tmp_path), PS
     path = os.path.join(tmp, "crash.mp")
     with mp.Pager.create(path, ps) as p:
         p.alloc_bulk(200)
@@ -385,7 +384,7 @@ def test_every_barrier_of_a_shrink(core: str, tmp_path: object, ps: int) -> None
             with ppid.get_mut(p) as w:
                 w.page_mut()[:8] = rng.randbytes(8)
 
-        for i in range(8):
+        for i in range(12):
             if i % 3 == 0:
                 reader.refresh()  # what the reader holds stays; the rest may go
             tail: list[mp.PageId] = step(lambda: p.alloc_bulk(rng.randint(300, 1500)))  # type: ignore[assignment]

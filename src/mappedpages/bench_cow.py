@@ -147,8 +147,13 @@ def cow_table(directory: str, rounds: int = 60) -> list[str]:
         "16 pages freed; one transaction), floor = one msync of one page timed alternately:",
     ]
     for name, (seconds, floor_s) in results.items():
-        versus = (
-            f"  C core {seconds / c[0]:.2f}x faster" if c and name[:11] != "mappedpages" else ""
-        )
+        versus = ""
+        if c and not name.startswith("mappedpages"):
+            ratio = seconds / c[0]
+            versus = (
+                f"  C core {ratio:.2f}x faster"
+                if ratio >= 1
+                else f"  C core {1 / ratio:.2f}x slower"
+            )
         lines.append(f"  {name:<30} {_fmt(seconds):>10}  {seconds / floor_s:.2f} x floor{versus}")
     return lines

@@ -274,18 +274,23 @@ class Snapshot:
             if self._header is None:
                 return False
             ps = self.geometry.page_size
-            # A newer record may be in either slot (a writer two commits on rewrote this one).
-            # A file shorter than this state was truncated, unless a newer record fits it:
-            # then it shrank (refreshing checks that record whole).
+            # A commit since goes to the other slot first, so its generation alone says
+            # whether there is one: the common case takes one read. A file shorter than this
+            # state was truncated, unless a newer record fits it: it shrank (the newest may
+            # then be in this slot, rewritten two commits on), or grew back meanwhile (the
+            # length is taken again). The length comes first, and a shrink writes its record
+            # before it cuts.
             size = fmt.file_size(self._fd)
-            newer = fits = False
-            for page in self._header.records:
-                raw = os.pread(self._fd, 24, page * ps)
-                if len(raw) == 24 and int.from_bytes(raw[8:16], "little") > self._rec.generation:
-                    newer = True
-                    fits |= int.from_bytes(raw[16:24], "little") <= size // ps
-            if newer and fits:
-                return True
+            newer = False
+            own = self._slot.number
+            for slot in (1 - own, own):
+                raw = os.pread(self._fd, 24, self._header.records[slot] * ps)
+                if len(raw) < 24 or int.from_bytes(raw[8:16], "little") <= self._rec.generation:
+                    break
+                newer = True
+                n = int.from_bytes(raw[16:24], "little")
+                if n <= size // ps or n <= (size := fmt.file_size(self._fd)) // ps:
+                    return True
             if size // ps < self._rec.page_count:  # truncated: its pages are not read on
                 raise CorruptMetadata(
                     f"the file is {size} bytes long, shorter than its {self._rec.page_count} "
