@@ -561,17 +561,22 @@ class Pager(PageReader, AsyncPagerMethods):
                 self._core.flush([self._data_index(pid) for pid in ids])
 
     def shrink(self) -> int:
-        """Give the free pages at the end of the file back to the file system, in one commit:
-        the page count ends after the last page in use, and the file is truncated to it once
-        that commit is durable. Returns how many pages the file lost (0 when none could go).
+        """Give the free pages at the end of the file back to the file system: the page count
+        ends after the last page in use, and the file is truncated to it once the commit that
+        says so is durable. Protected pages' content and metadata blocks move down first,
+        which takes a commit of its own; each commit is atomic. Returns how many pages the
+        file lost (0 when none could go).
 
         Page numbers never change. Pages a live snapshot may still read stay (they are not
         free for reuse yet), and so do the pages after them. Raises ``ValueError`` inside a
-        batch: a shrink is a commit of its own. A view of a page freed before and cut now must
-        not be touched again (as after any truncation, that is a SIGBUS)."""
+        batch (the batch stays as it was), ``CorruptProtectedDirectory`` when a protected page
+        it would move does not match its checksum (nothing changes), ``Unavailable`` once
+        closed, ``OSError``. A view of a page freed before and cut now must not be touched
+        again (as after any truncation, that is a SIGBUS)."""
         with self._lock:
             if self._batch_thread == threading.get_ident():  # refused before it dooms the batch
                 raise ValueError("shrink() commits by itself: it cannot run inside a batch")
+            self._n = 0  # the views' quick check asks the core, which waits for the cut
             # the pages that protected content and tree blocks move out of are pending until
             # the commit after the move (the state before must stay whole): the second round
             # cuts them, and commits nothing when the first moved nothing

@@ -106,8 +106,9 @@ class PageReader:
     _core: Any  # a core, or a _DeadCore once the pager is unusable
     _path: str
     _ps: int
-    # A page count no larger than the core's: page counts only grow, except on rollback,
-    # which refreshes it. Checking an index against it first keeps get_page off the core.
+    # A page count no larger than the core's: page counts only grow, except on rollback and
+    # shrink, which refresh it (a shrink zeroes it first). Checking an index against it first
+    # keeps get_page off the core.
     _n: int
     _rw: memoryview
     _ro: memoryview
