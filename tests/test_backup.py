@@ -235,6 +235,22 @@ def test_a_format_1_file_is_copied_as_it_is(core: str, tmp_path: Path) -> None:
         assert _state(copy) == state
 
 
+@pytest.mark.parametrize("name", ["v1-1k.mp.gz", "v1-4k.mp.gz"])
+def test_an_upgraded_format_1_file_is_copied(core: str, tmp_path: Path, name: str) -> None:
+    """An upgraded file keeps its records where the upgrade put them (pages a pointer in
+    page 0 names, not pages 1 and 2)."""
+    src, dest = str(tmp_path / "v1.mp"), str(tmp_path / "copy.mp")
+    with gzip.open(DATA / name, "rb") as f, open(src, "wb") as out:
+        shutil.copyfileobj(f, out)
+    with mp.Pager.open(src) as p:  # upgrades it in one commit
+        p.alloc_bulk(5)
+        p.backup(dest)
+        state = _state(p)
+    check_ok(dest)
+    with mp.ReadOnlyPager.open(dest) as copy:
+        assert _state(copy) == state
+
+
 def test_the_cli_backs_up_a_file_a_writer_holds(core: str, tmp_path: Path) -> None:
     src, dest = str(tmp_path / "src.mp"), str(tmp_path / "copy.mp")
     with mp.Pager.create(src, 1024, sync=False) as p:
