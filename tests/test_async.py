@@ -37,29 +37,15 @@ async def test_every_async_method(pager: mp.Pager) -> None:
 @pytest.mark.asyncio
 async def test_loop_keeps_ticking_while_a_commit_syncs(core: str, path: str) -> None:
     with mp.Pager.create(path, 1024, sync=True) as p:
-        in_sync = threading.Event()
+        slow = _slow_disk(p)
+        got: list[mp.PageId] = []
 
-        def slow_barrier(kind: str) -> None:  # a disk that takes its time to sync
-            in_sync.set()
-            time.sleep(0.3)
+        async def alloc() -> None:
+            got.append(await p.alloc_async())
 
-        p._core.set_barrier_hook(slow_barrier)
-        ticks = 0
-        done = False
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done:
-                await asyncio.sleep(0.01)
-                if in_sync.is_set():
-                    ticks += 1
-
-        task = asyncio.create_task(ticker())
-        pid = await p.alloc_async()
-        done = True
-        await task
+        ticks = await _ticks_while(alloc, slow)
         p._core.set_barrier_hook(None)
-        assert list(p.iter_allocated_pages()) == [pid]
+        assert list(p.iter_allocated_pages()) == got
     # two barriers of 0.3 s each: a blocked loop would not have ticked at all
     assert ticks >= 10
 
