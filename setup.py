@@ -1,10 +1,10 @@
 """Build glue: metadata lives in pyproject.toml; this adds the cffi C core, and next to it
 ``mappedpages._crc32c``, a small CPython module that calls the same CRC32C without cffi's
-per-call cost.
+per-call cost, and ``mappedpages._views``, page handles and ``get_page`` in C.
 
 Without a working C compiler the build does not fail: it warns and installs the package
 without the C core, and ``import mappedpages`` then uses the pure-Python core (with a warning).
-Both modules use only the stable ABI, so one wheel serves every later CPython too. The CRC
+The modules use only the stable ABI, so one wheel serves every later CPython too. The CRC
 module takes buffers directly where the stable ABI has the buffer protocol (3.11): built by
 3.11 or later it targets 3.11 (a cp311-abi3 wheel), built by 3.10 it targets 3.10.
 """
@@ -46,17 +46,25 @@ class OptionalBuildExt(build_ext):
 
 _LIMITED = (3, 11) if sys.version_info >= (3, 11) else (3, 10)
 
-_CRC_MODULE = Extension(
-    "mappedpages._crc32c",
-    ["csrc/python/crc32c_module.c", "csrc/crc32c.c"],
-    py_limited_api=True,
-    define_macros=[("Py_LIMITED_API", "0x{:02X}{:02X}0000".format(*_LIMITED))],
-    extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-D_GNU_SOURCE"],
-)
+
+def _module(name, sources):
+    return Extension(
+        f"mappedpages.{name}",
+        sources,
+        py_limited_api=True,
+        define_macros=[("Py_LIMITED_API", "0x{:02X}{:02X}0000".format(*_LIMITED))],
+        extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-D_GNU_SOURCE"],
+    )
+
+
+_MODULES = [
+    _module("_crc32c", ["csrc/python/crc32c_module.c", "csrc/crc32c.c"]),
+    _module("_views", ["csrc/python/views_module.c"]),
+]
 
 setup(
     cffi_modules=[f"{_BUILDER}:ffibuilder"] if os.path.exists(_BUILDER) else [],
-    ext_modules=[_CRC_MODULE] if os.path.exists(_BUILDER) else [],
+    ext_modules=_MODULES if os.path.exists(_BUILDER) else [],
     cmdclass={"build_ext": OptionalBuildExt},
     options={"bdist_wheel": {"py_limited_api": "cp{}{}".format(*_LIMITED)}},
 )

@@ -449,12 +449,26 @@ int mp_free_bulk(mp_core *c, const uint64_t *pages, uint64_t n) {
     return finish(c, r);
 }
 
+static int kind_of(const mp_core *c, uint64_t page) {
+    return !mp__is_used(c, page) ? (mp__bit(c->pending, page) ? 3 : 0) : mp__bit(c->internal, page) ? 2 : 1;
+}
+
 int mp_kind(mp_core *c, uint64_t page) {
     ENTER(c);
     int r = usable(c);
     if (!r) r = check_page(c, page);
-    if (!r) r = !mp__is_used(c, page) ? (mp__bit(c->pending, page) ? 3 : 0) : mp__bit(c->internal, page) ? 2 : 1;
+    if (!r) r = kind_of(c, page);
     return leave(c, r);
+}
+
+int mp_kind_try(mp_core *c, uint64_t page) {
+    if (pthread_mutex_trylock(&c->lock) != 0) return -1;
+    int r = -1;
+    int waits = c->in_batch && !pthread_equal(c->batch_owner, pthread_self());
+    if (!waits && c->open && !c->closed && !c->poisoned && page < c->counts.n)
+        r = kind_of(c, page);
+    pthread_mutex_unlock(&c->lock);
+    return r;
 }
 
 int64_t mp_scan(mp_core *c, uint64_t start_page, uint64_t *out, uint64_t limit) {

@@ -80,6 +80,9 @@ int mp_alloc_bulk(mp_core *core, uint64_t *out, uint64_t n);
 int mp_free_page(mp_core *core, uint64_t page);
 int mp_free_bulk(mp_core *core, const uint64_t *pages, uint64_t n);
 int mp_kind(mp_core *core, uint64_t page); /* 0 free, 1 data, 2 internal, 3 pending */
+/* mp_kind for a caller that must not wait (one holding Python's GIL): -1, and no message,
+ * when the lock is taken, another thread's batch is open, or mp_kind would fail. */
+int mp_kind_try(mp_core *core, uint64_t page);
 int64_t mp_scan(mp_core *core, uint64_t start, uint64_t *out, uint64_t limit);
 
 int mp_palloc(mp_core *core, uint64_t *out, uint64_t n);
@@ -154,6 +157,8 @@ int mp_snap_record_slot(const mp_snap *snap);
  * returns the block size. */
 int64_t mp_snap_record(mp_snap *snap, unsigned char *out, uint64_t len);
 int mp_snap_kind(mp_snap *snap, uint64_t page);
+/* mp_snap_kind without waiting: -1 when the lock is taken or mp_snap_kind would fail. */
+int mp_snap_kind_try(mp_snap *snap, uint64_t page);
 /* The kinds of pages [start, start + n) into out[0 .. n), as mp_snap_kind answers: returns n. */
 int64_t mp_snap_kinds(mp_snap *snap, uint64_t start, unsigned char *out, uint64_t n);
 int64_t mp_snap_scan(mp_snap *snap, uint64_t start, uint64_t *out, uint64_t limit);

@@ -517,6 +517,13 @@ int mp_snap_kind(mp_snap *s, uint64_t page) {
     return r;
 }
 
+int mp_snap_kind_try(mp_snap *s, uint64_t page) {
+    if (pthread_mutex_trylock(&s->lock) != 0) return -1;
+    int r = !s->closed && page < s->rec.page_count ? kind_of(s, page) : -1;
+    pthread_mutex_unlock(&s->lock);
+    return r < 0 ? -1 : r;
+}
+
 int64_t mp_snap_kinds(mp_snap *s, uint64_t start, unsigned char *out, uint64_t n) {
     pthread_mutex_lock(&s->lock);
     int64_t r = live(s);

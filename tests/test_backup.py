@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import random
 import re
 import shutil
 import signal
@@ -306,3 +307,38 @@ def test_the_cli_shows_progress_on_a_terminal_for_a_large_copy(tmp_path: Path) -
     assert shown_percents == sorted(shown_percents) and len(shown_percents) > 5
     assert shown_percents[-1] == 100 and shown.endswith(b"\r")  # the line is cleared after
     check_ok(dest)
+
+
+def test_runs_in_use_are_those_a_page_by_page_walk_finds() -> None:
+    """The backup finds the pages to copy by runs (re over each chunk of kinds); on random
+    kinds, chunk sizes and pages to leave out, the runs are exactly those of a walk over every
+    page."""
+    from mappedpages import backup
+
+    class Kinds:
+        def __init__(self, kinds: list[int]) -> None:
+            self.raw = bytes(kinds)
+            self.page_count = len(kinds)
+
+        def kinds(self, start: int, n: int) -> bytes:
+            return self.raw[start : start + n]
+
+    def walk(kinds: bytes, skip: frozenset[int]) -> list[tuple[int, int]]:
+        runs, start = [], -1
+        for page, kind in enumerate([*kinds, 0]):
+            used = kind != 0 and page not in skip
+            if used and start < 0:
+                start = page
+            elif not used and start >= 0:
+                runs.append((start, page - start))
+                start = -1
+        return runs
+
+    rng = random.Random(15)
+    for _ in range(3000):
+        n = rng.randint(0, 60)
+        core = Kinds([rng.choice([0, 0, 1, 1, 1, 2, 3]) for _ in range(n)])
+        skip = frozenset(rng.sample(range(n + 1), min(n + 1, rng.randint(0, 3))))
+        with pytest.MonkeyPatch.context() as mp_:
+            mp_.setattr(backup, "_KINDS_CHUNK", rng.randint(1, 9))
+            assert backup._used_runs(core, skip) == walk(core.raw, skip), (core.raw, skip)

@@ -48,17 +48,68 @@ def test_compiles_without_warnings(source: str, opt: str, tmp_path: Path) -> Non
     _compile([*FLAGS, opt, "-c", source, "-o", str(tmp_path / "out.o")])
 
 
-def test_python_module_compiles_without_warnings(tmp_path: Path) -> None:
-    """csrc/python/crc32c_module.c (the CPython entry for mp.crc32c), against this Python, at
-    each stable-ABI level setup.py may choose that this Python's headers have."""
+PYTHON_MODULES = sorted(str(p) for p in (CSRC / "python").glob("*.c"))
+
+
+@pytest.mark.parametrize("source", PYTHON_MODULES, ids=os.path.basename)
+def test_python_module_compiles_without_warnings(source: str, tmp_path: Path) -> None:
+    """csrc/python/*.c (mp.crc32c, and handles and views), against this Python, at each
+    stable-ABI level setup.py may choose that this Python's headers have."""
     include = sysconfig.get_paths()["include"]
-    source = CSRC / "python" / "crc32c_module.c"
     levels = ["0x030A0000"] + (["0x030B0000"] if sys.version_info >= (3, 11) else [])
     for level, opt in itertools.product(levels, ("-O0", "-O2")):
         limited = f"-DPy_LIMITED_API={level}"
-        _compile(
-            [*FLAGS, opt, limited, f"-I{include}", "-c", str(source), "-o", str(tmp_path / "m.o")]
-        )
+        _compile([*FLAGS, opt, limited, f"-I{include}", "-c", source, "-o", str(tmp_path / "m.o")])
+
+
+_LOAD_INSTRUMENTED = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("mappedpages._views", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules["mappedpages._views"] = module
+spec.loader.exec_module(module)
+import mappedpages, pytest
+assert mappedpages.handles._views is module and mappedpages.Pager.get_page is module.Views.get_page
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", *sys.argv[2:]]))
+"""
+
+
+def test_views_module_under_address_and_undefined_sanitizers(tmp_path: Path) -> None:
+    """csrc/python/views_module.c built with ASan and UBSan and loaded in place of the
+    installed one (the interpreter with the sanitizers' runtimes preloaded), under the tests
+    of handles, views and sub-pages on both cores: any bad access or reference aborts."""
+    include = sysconfig.get_paths()["include"]
+    module = tmp_path / "_views.abi3.so"
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    _compile(
+        [*FLAGS, "-g", "-O1", *sanitize, "-fno-omit-frame-pointer", "-fPIC", "-shared",
+         f"-I{include}", "-DPy_LIMITED_API=0x030A0000", str(CSRC / "python" / "views_module.c"),
+         "-o", str(module)]
+    )  # fmt: skip
+    runtimes = []
+    for name in ("libasan.so", "libubsan.so"):
+        found = subprocess.run([CC, f"-print-file-name={name}"], capture_output=True, text=True)
+        assert os.path.isabs(found.stdout.strip()), f"{CC} has no {name}"
+        runtimes.append(found.stdout.strip())
+    env = dict(
+        os.environ,
+        LD_PRELOAD=":".join(runtimes),
+        ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",  # the interpreter itself keeps memory
+    )
+    tests = [
+        str(ROOT / "tests" / name)
+        for name in ("test_views.py", "test_handles.py", "test_subpages.py")
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", _LOAD_INSTRUMENTED, str(module), *tests],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT / "tests",
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout, out.stdout[-2000:]
 
 
 def make_bases(fresh: Path, busy: Path, logged: Path) -> None:

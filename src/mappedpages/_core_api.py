@@ -61,7 +61,9 @@ class Reading(Protocol):
 
     # A core may also offer ``kind_raw(page)`` for 0 <= page < page_count, as cheap as it can
     # be, for the views' index check: INTERNAL whenever kind() would say so; an answer of
-    # INTERNAL or a negative number sends the caller to kind() for the full story.
+    # INTERNAL or a negative number sends the caller to kind() for the full story. A C core
+    # also offers ``fast_kind``: (address of a C function (core, page) -> kind that never waits,
+    # negative when it cannot answer now; address of the core; the object that keeps it).
 
     def scan(self, start: int, limit: int) -> list[int]:
         """Up to ``limit`` data pages ``>= start``, ascending."""

@@ -91,6 +91,13 @@ def _u64s(values: Sequence[int]) -> Any:
     return ffi.new("uint64_t[]", list(values))
 
 
+def _fast_kind(function: str, core: Any) -> tuple[int, int, object]:
+    """What the views' C quick path calls, with the GIL held: the function's and the core's
+    addresses, and the object that keeps the core's memory."""
+    function_address = ffi.cast("uintptr_t", ffi.addressof(lib, function))
+    return int(function_address), int(ffi.cast("uintptr_t", core)), core
+
+
 class _Mapped:
     """The exported mapping of a core or snapshot, as a memoryview that keeps it alive."""
 
@@ -137,6 +144,7 @@ class CCore:
         self._c = ffi.gc(raw, lib.mp_free)
         # kind() without the Python wrapper, for the views' index check (negative on error)
         self.kind_raw = functools.partial(lib.mp_kind, self._c)
+        self.fast_kind = _fast_kind("mp_kind_try", self._c)
         flags = (
             (lib.MP_WRITABLE if writable else 0)
             | (lib.MP_SYNC if sync else 0)
@@ -406,6 +414,7 @@ class CSnapshot:
             raise MemoryError("cannot allocate a snapshot")
         self._s = ffi.gc(raw, lib.mp_snap_free)
         self.kind_raw = functools.partial(lib.mp_snap_kind, self._s)
+        self.fast_kind = _fast_kind("mp_snap_kind_try", self._s)
         self._writer: CCore | None = None
         self._view: memoryview | None = None
         self._map = _Mapped(lib.mp_snap_map_export, lib.mp_snap_map_epoch, True)

@@ -119,7 +119,7 @@ def sqlite_step(tmp: str) -> Iterator[Callable[[], None]]:
 def cow_table(directory: str, rounds: int = 60) -> list[str]:
     """The table's lines: each contender's median step, its multiple of the floor, and how
     many times the C core's step fits in it."""
-    from .bench import Floor, _fmt
+    from .bench import Floor, format_time
 
     results: dict[str, tuple[float, float]] = {}
     Step = Callable[[str], AbstractContextManager[Callable[[], None]]]
@@ -155,5 +155,7 @@ def cow_table(directory: str, rounds: int = 60) -> list[str]:
                 if ratio >= 1
                 else f"  C core {1 / ratio:.2f}x slower"
             )
-        lines.append(f"  {name:<30} {_fmt(seconds):>10}  {seconds / floor_s:.2f} x floor{versus}")
+        lines.append(
+            f"  {name:<30} {format_time(seconds):>10}  {seconds / floor_s:.2f} x floor{versus}"
+        )
     return lines

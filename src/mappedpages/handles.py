@@ -8,13 +8,19 @@ tag keeps a ``PageId`` from ever comparing equal to a ``ProtectedPageId`` with t
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+import inspect
+from collections.abc import Iterable, Sequence
 from itertools import repeat
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .errors import InvalidPageSize
 from .format import MAX_PAGE_SIZE, MIN_PAGE_SIZE, valid_page_size
+
+try:
+    from . import _views
+except ImportError:  # built without a C compiler
+    _views = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -72,7 +78,17 @@ def check_page_size(page_size: object) -> int:
     return page_size
 
 
-class _Handle(tuple):  # type: ignore[type-arg]
+def checked_args(index: object, page_size: object) -> tuple[int, int]:
+    """A handle's ``(index, page_size)``, or the exception the arguments deserve."""
+    return _check_index(index), check_page_size(page_size)
+
+
+checked_args.__qualname__ = "_Handle.__new__"  # what a TypeError for a missing argument names
+
+
+class _TupleHandle(tuple):  # type: ignore[type-arg]
+    """The tuple a handle is, made in Python: where mappedpages._views is not built."""
+
     __slots__ = ()
     _KIND = -1
 
@@ -86,7 +102,45 @@ class _Handle(tuple):  # type: ignore[type-arg]
             and page_size in _PAGE_SIZES
         ):
             return _new_tuple(cls, (index, page_size, cls._KIND))  # type: ignore[no-any-return]
-        return tuple.__new__(cls, (_check_index(index), check_page_size(page_size), cls._KIND))
+        return tuple.__new__(cls, (*checked_args(index, page_size), cls._KIND))
+
+
+class _TuplePageId(_TupleHandle):
+    __slots__ = ()
+    _KIND = _KIND_PAGE
+
+
+class _TupleProtectedPageId(_TupleHandle):
+    __slots__ = ()
+    _KIND = _KIND_PROTECTED
+
+
+if TYPE_CHECKING:  # to a type checker, a handle is a tuple made from (index, page_size)
+
+    class _HandleTuple(tuple[Any, ...]):
+        def __new__(cls, index: int, page_size: int) -> Self: ...
+
+    _PageIdBase: TypeAlias = object
+    _ProtectedPageIdBase: TypeAlias = object
+else:
+    _HandleTuple = object  # the mixin below goes in front of the tuple class
+    if _views is None:
+        _PageIdBase, _ProtectedPageIdBase = _TuplePageId, _TupleProtectedPageId
+    else:  # the same tuples, built in C (csrc/python/views_module.c)
+        _PageIdBase, _ProtectedPageIdBase = _views.PageIdBase, _views.ProtectedPageIdBase
+
+
+class _Handle(_HandleTuple):
+    """What both kinds of handle add to their tuple."""
+
+    __slots__ = ()
+    # what inspect and help() show for the class: the C base's __new__ has no signature
+    __signature__ = inspect.Signature(
+        [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for name in ("index", "page_size")
+        ]
+    )
 
     index: int = property(  # type: ignore[assignment]
         itemgetter(0), doc="The page number (also ``int(handle)``)."
@@ -103,6 +157,11 @@ class _Handle(tuple):  # type: ignore[type-arg]
     def __getnewargs__(self) -> tuple[int, int]:
         return (self[0], self[1])
 
+    def __reduce__(self) -> tuple[type[Self], tuple[int, int]]:
+        # every pickle protocol rebuilds through the class (protocols 0 and 1 would otherwise
+        # call the tuple base with the whole tuple)
+        return (type(self), (self[0], self[1]))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self[0]}, page_size={self[1]})"
 
@@ -113,7 +172,7 @@ class _Handle(tuple):  # type: ignore[type-arg]
         return self
 
 
-class PageId(_Handle):
+class PageId(_Handle, _PageIdBase):
     """A regular data page: ``PageId(index, page_size)``.
 
     Rebuilds a handle from a stored page number. Raises ``TypeError`` for an index that is not
@@ -123,7 +182,6 @@ class PageId(_Handle):
     """
 
     __slots__ = ()
-    _KIND = _KIND_PAGE
 
     def get(self, allocator: Any) -> memoryview:
         """Read-only view of this page in ``allocator`` (a Pager, ReadOnlyPager or Snapshot):
@@ -137,7 +195,7 @@ class PageId(_Handle):
         return _method(allocator, "get_page_mut", "a Pager")(self)  # type: ignore[no-any-return]
 
 
-class ProtectedPageId(_Handle):
+class ProtectedPageId(_Handle, _ProtectedPageIdBase):
     """A protected (copy-on-write) page: ``ProtectedPageId(index, page_size)``.
 
     The index numbers a slot of the protected-page directory, not a page of the file: the
@@ -146,7 +204,6 @@ class ProtectedPageId(_Handle):
     """
 
     __slots__ = ()
-    _KIND = _KIND_PROTECTED
 
     def get(self, allocator: Any) -> memoryview:
         """Read-only view of the committed content in ``allocator`` (a Pager, ReadOnlyPager or
@@ -160,14 +217,34 @@ class ProtectedPageId(_Handle):
         return _method(allocator, "protected_writer", "a Pager")(self)  # type: ignore[no-any-return]
 
 
-def new_protected_id(index: int, page_size: int, _new: Any = tuple.__new__) -> ProtectedPageId:
-    """Make a ProtectedPageId without validation, for slots that come from the directory."""
-    return _new(ProtectedPageId, (index, page_size, _KIND_PROTECTED))  # type: ignore[no-any-return]
+if _views is None:
 
+    def new_protected_id(index: int, page_size: int) -> ProtectedPageId:
+        """Make a ProtectedPageId without validation, for slots that come from the directory."""
+        return _new_tuple(ProtectedPageId, (index, page_size, _KIND_PROTECTED))
 
-def new_page_id(index: int, page_size: int, _new: Any = tuple.__new__) -> PageId:
-    """Make a PageId without validation, for indices that come from a core."""
-    return _new(PageId, (index, page_size, _KIND_PAGE))  # type: ignore[no-any-return]
+    def new_page_id(index: int, page_size: int) -> PageId:
+        """Make a PageId without validation, for indices that come from a core."""
+        return _new_tuple(PageId, (index, page_size, _KIND_PAGE))
+
+    def _new_page_ids(indices: Iterable[int], page_size: int) -> list[PageId]:
+        kinds = zip(indices, repeat(page_size), repeat(_KIND_PAGE))
+        return list(map(tuple.__new__, repeat(PageId), kinds))
+
+else:
+    _views._register(PageId, checked_args)
+    _new_handle, _new_handles = _views.new_handle, _views.new_handles
+
+    def new_protected_id(index: int, page_size: int) -> ProtectedPageId:
+        """Make a ProtectedPageId without validation, for slots that come from the directory."""
+        return _new_handle(ProtectedPageId, index, page_size)  # type: ignore[no-any-return]
+
+    def new_page_id(index: int, page_size: int) -> PageId:
+        """Make a PageId without validation, for indices that come from a core."""
+        return _new_handle(PageId, index, page_size)  # type: ignore[no-any-return]
+
+    def _new_page_ids(indices: Iterable[int], page_size: int) -> list[PageId]:
+        return _new_handles(PageId, indices, page_size)
 
 
 def new_page_ids(indices: Sequence[int], page_size: int) -> list[PageId]:
@@ -180,8 +257,7 @@ def new_page_ids(indices: Sequence[int], page_size: int) -> list[PageId]:
     if paused:
         gc.disable()
     try:
-        kinds = zip(indices, repeat(page_size), repeat(_KIND_PAGE))
-        return list(map(tuple.__new__, repeat(PageId), kinds))
+        return _new_page_ids(indices, page_size)
     finally:
         if paused:
             gc.enable()

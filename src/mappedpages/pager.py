@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _backend, _v1
 from . import format as fmt
-from ._core_api import DATA, INTERNAL
+from ._core_api import DATA
 from ._files import create_locked, open_locked
 from ._readertable import ReaderTable, WriterView
 from .aio import AsyncPagerMethods
@@ -43,11 +43,12 @@ from .handles import (
 from .protected import ProtectedPageWriter
 from .reader import PageReader, StrPath, close_inherited, wrong_handle
 from .snapshot import Snapshot
+from .views import WritableViews
 
 __all__ = ["Pager", "ProtectedPages"]
 
 
-class Pager(PageReader, AsyncPagerMethods):
+class Pager(PageReader, WritableViews, AsyncPagerMethods):
     """A file of fixed-size pages, open for writing; one ``Pager`` per file at a time.
 
     Made by ``Pager.create(path, page_size=4096, *, sync=True, preallocate=True, mode=0o666)``
@@ -288,19 +289,9 @@ class Pager(PageReader, AsyncPagerMethods):
             raise wrong_handle(pid, PageId)
         return bool(self._core.kind(pid[0]) == DATA)
 
-    def get_page_mut(self, pid: PageId) -> memoryview:
-        """Writable ``memoryview`` of ``page_size`` bytes into the mapping; ``flush`` makes what
-        is written durable. Raises as ``get_page`` does."""
-        if type(pid) is not PageId or pid[1] != self._ps:
-            raise wrong_handle(pid, PageId)
-        index: int = pid[0]
-        if not 3 <= index < self._n or not 0 <= self._kind(index) != INTERNAL:
-            index = self._data_index(pid)  # the common case above; this explains the rest
-        ps = self._ps
-        start = index * ps
-        if start + ps > len(self._rw):
-            self._remap()
-        return self._rw[start : start + ps]
+    def _get_page_mut(self, pid: PageId) -> memoryview:
+        """``get_page_mut`` for what its quick path (views.py) leaves, as ``_get_page``."""
+        return self._view(self._data_index(pid), writable=True)
 
     def add_free_check(self, check: Callable[[int], bool]) -> None:
         """Make ``free`` and ``free_bulk`` raise ``PageInUse`` for a page whose index

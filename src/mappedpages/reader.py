@@ -22,6 +22,7 @@ from .aio import off_loop
 from .backup import Progress, copy_snapshot
 from .errors import OutOfBounds, PageSizeMismatch, ReservedPage, Unavailable
 from .handles import PageId, ProtectedPageId, new_page_id, new_protected_id
+from .views import Views
 
 __all__ = ["AllocatedPageIter", "AllocatedProtectedPageIter", "PageReader"]
 
@@ -82,7 +83,7 @@ def wrong_handle(handle: object, expected: type) -> Exception:
     return TypeError(f"expected a {expected.__name__}, got {type(handle).__name__}")
 
 
-class PageReader:
+class PageReader(Views):
     """What every open file or snapshot offers: sizes, views and iteration.
 
     Not made directly: ``Pager.create``, ``Pager.open``, ``ReadOnlyPager.open`` and
@@ -90,34 +91,15 @@ class PageReader:
     ``page_size`` and ``path`` raises ``Unavailable``.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_core",
-        "_kind",
-        "_lock",
-        "_n",
-        "_path",
-        "_ps",
-        "_ro",
-        "_rw",
-        "_version",
-    )
+    __slots__ = ("__weakref__", "_core", "_lock", "_path", "_version")
 
     _core: Any  # a core, or a _DeadCore once the pager is unusable
     _path: str
-    _ps: int
-    # A page count no larger than the core's: page counts only grow, except on rollback and
-    # shrink, which refresh it (a shrink zeroes it first). Checking an index against it first
-    # keeps get_page off the core.
-    _n: int
-    _rw: memoryview
-    _ro: memoryview
     _version: int
     # Held by the calls that keep state of their own beside the core's (protected pages,
     # batches, flushes, snapshots, closing) and, by a Pager's batch, from start to end. Each
     # core call is atomic by itself (see _core_api), so reads and plain allocations skip it.
     _lock: threading.RLock
-    _kind: Any  # the core's kind(), as directly as the core offers it (see _core_api.Reading)
 
     # How to get one: calling the class refuses, since a reader exists only for a file or a
     # state that has been checked and mapped.
@@ -142,6 +124,7 @@ class PageReader:
         self._lock = threading.RLock()
         self._core = core
         self._kind = getattr(core, "kind_raw", core.kind)
+        self._set_fast_kind(*getattr(core, "fast_kind", (0, 0, None)))
         self._path = path
         self._ps = core.page_size
         self._version = 0
@@ -236,23 +219,17 @@ class PageReader:
             raise ReservedPage(f"page {index} is internal to the file format")
         return index
 
-    def get_page(self, pid: PageId) -> memoryview:
-        """Read-only ``memoryview`` of ``page_size`` bytes, straight into the mapping.
+    def _get_page(self, pid: PageId) -> memoryview:
+        """``get_page`` for what its quick path (views.py) leaves: it explains a bad handle,
+        waits for another thread's batch and remaps after growth."""
+        return self._view(self._data_index(pid), writable=False)
 
-        Raises ``TypeError`` for anything but a ``PageId``, ``PageSizeMismatch`` for one of
-        another page size, ``OutOfBounds`` beyond the file, ``ReservedPage`` for an internal
-        page and ``Unavailable`` once closed. A free page may be viewed.
-        """
-        if type(pid) is not PageId or pid[1] != self._ps:
-            raise wrong_handle(pid, PageId)
-        index: int = pid[0]
-        if not 3 <= index < self._n or not 0 <= self._kind(index) != INTERNAL:
-            index = self._data_index(pid)  # the common case above; this explains the rest
+    def _view(self, index: int, *, writable: bool) -> memoryview:
         ps = self._ps
         start = index * ps
         if start + ps > len(self._ro):
             self._remap()
-        return self._ro[start : start + ps]
+        return (self._rw if writable else self._ro)[start : start + ps]
 
     def get_protected_page(self, ppid: ProtectedPageId) -> memoryview:
         """Read-only ``memoryview`` of the protected page's committed content.

@@ -18,6 +18,7 @@
  * written there before each run (so that a sanitizer's abort leaves it behind). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,11 @@ static mp_core *open_file(const char *path, int flags, int *fd_out, int *rc) {
     *rc = mp_open(c, fd, 0, flags);
     *fd_out = fd;
     return c;
+}
+
+static void *begin_batch(void *core) {
+    CHECK(mp_begin((mp_core *)core) == 0);
+    return NULL;
 }
 
 static void shut(mp_core *c, int fd) {
@@ -228,6 +234,7 @@ static view writer_view(mp_core *c) {
     for (uint64_t p = 0; p < v.n; p++) {
         int k = mp_kind(c, p);
         CHECK(k >= 0 && k <= 3);
+        CHECK(mp_kind_try(c, p) == k); /* no other thread: the lock is free */
         v.kinds = mix(v.kinds, (uint64_t)(k == 3 ? 0 : k));
     }
     uint64_t out[512], start = 0, last = 0;
@@ -290,6 +297,7 @@ static view snap_view(mp_snap *s, int healthy) {
     for (uint64_t p = 0; p < v.n; p++) {
         int k = mp_snap_kind(s, p);
         CHECK((k >= 0 && k <= 2) || is_error(k));
+        CHECK(mp_snap_kind_try(s, p) == (k < 0 ? -1 : k));
         if (k < 0) v.errors++;
         v.kinds = mix(v.kinds, (uint64_t)(int64_t)k);
     }
@@ -338,6 +346,7 @@ static view snap_view(mp_snap *s, int healthy) {
     }
     CHECK(mp_snap_pused(s, UINT64_MAX) == 0 || is_error(mp_snap_pused(s, UINT64_MAX)));
     CHECK(mp_snap_kind(s, v.n) == MP_E_OUT_OF_BOUNDS && mp_snap_kind(s, UINT64_MAX) == MP_E_OUT_OF_BOUNDS);
+    CHECK(mp_snap_kind_try(s, v.n) == -1 && mp_snap_kind_try(s, UINT64_MAX) == -1);
     CHECK(mp_snap_scan(s, UINT64_MAX, out, 8) == 0 && mp_snap_pscan(s, UINT64_MAX, out, 8) == 0);
     if (healthy) CHECK(v.scanned == v.data && v.pscanned == v.slots_used);
     if (healthy == 2) CHECK(v.errors == 0);
@@ -550,6 +559,7 @@ static void bad_arguments(mp_core *c, const uint64_t *pages) {
     FAILS(mp_free_page(c, pages[5]), MP_E_DOUBLE_FREE);
     FAILS(mp_kind(c, n), MP_E_OUT_OF_BOUNDS);
     FAILS(mp_kind(c, UINT64_MAX), MP_E_OUT_OF_BOUNDS);
+    CHECK(mp_kind_try(c, n) == -1 && mp_kind_try(c, UINT64_MAX) == -1);
     uint64_t none[1];
     FAILS(mp_alloc_bulk(c, none, UINT64_MAX), MP_E_VALUE); /* more pages than any file holds */
     FAILS(mp_alloc_bulk(c, none, (1ull << 48) - n + 1), MP_E_VALUE);
@@ -996,6 +1006,7 @@ static int snapshot_of_file(mp_core *c, const char *path) {
     CHECK(mp_reclaim(c) == 0 && mp_kind(c, (uint64_t)p) == 0);
 
     CHECK(mp_snap_close(s) == 0 && mp_snap_kind(s, 0) == MP_E_UNAVAILABLE && mp_snap_refresh(s) == MP_E_UNAVAILABLE);
+    CHECK(mp_snap_kind_try(s, 0) == -1);
     mp_snap_free(s);
     CHECK(lock_slot(lfd, 0, F_UNLCK) == 0);
     close(lfd);
@@ -1014,6 +1025,7 @@ static void after_close(mp_core *c, int opened) {
     CHECK(mp_alloc(c) == MP_E_UNAVAILABLE && mp_alloc_bulk(c, out, 2) == MP_E_UNAVAILABLE);
     CHECK(mp_free_page(c, 3) == MP_E_UNAVAILABLE && mp_free_bulk(c, x, 2) == MP_E_UNAVAILABLE);
     CHECK(mp_kind(c, 0) == MP_E_UNAVAILABLE && mp_scan(c, 0, out, 4) == MP_E_UNAVAILABLE);
+    CHECK(mp_kind_try(c, 0) == -1);
     CHECK(mp_palloc(c, out, 1) == MP_E_UNAVAILABLE && mp_pfree(c, x, 1) == MP_E_UNAVAILABLE);
     CHECK(mp_pwrite(c, 0, page, ps <= sizeof page ? ps : 0) == MP_E_UNAVAILABLE);
     CHECK(mp_ppage(c, 0) == MP_E_UNAVAILABLE && mp_pused(c, 0) == MP_E_UNAVAILABLE);
@@ -1677,6 +1689,11 @@ static void every_change(mp_core *c) {
     CHECK(mp_commit(c) == 0);
     if (rnd() % 4 == 0) CHECK(mp_checkpoint_now(c) == 0);
     CHECK(mp_adopt_batch(c) == MP_E_VALUE); /* no batch open */
+    /* another thread's batch: mp_kind_try answers -1 instead of waiting, until it is ours */
+    pthread_t other;
+    CHECK(pthread_create(&other, NULL, begin_batch, c) == 0 && pthread_join(other, NULL) == 0);
+    CHECK(mp_kind_try(c, 0) == -1 && mp_adopt_batch(c) == 0 && mp_kind_try(c, 0) == 2);
+    CHECK(mp_rollback(c) == 0);
     CHECK(mp_begin(c) == 0 && mp_shrink(c) == MP_E_VALUE && mp_trim(c) == MP_E_VALUE && mp_adopt_batch(c) == 0);
     CHECK(mp_rollback(c) == 0);
     if (rnd() % 3 == 0) {
