@@ -334,6 +334,16 @@ void mp__clear_commit(mp_core *c) {
     c->staged.n = 0;
     c->blocks.n = 0;
     c->grew = c->forced = c->force_checkpoint = c->checkpointed = c->single = c->no_undo = c->cut = 0;
+    c->flush_lo = c->flush_hi = 0;
+    c->flush_everything = 0;
+}
+
+/* A batch's flushes, when it ends without a commit (rolled back): they were promised all the
+ * same. Without poisoning on failure, as a flush outside a batch. */
+static int flush_deferred(mp_core *c) {
+    if (c->flush_everything && fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
+    if (!c->flush_everything && c->flush_hi) return mp__sync_range(c, c->flush_lo, c->flush_hi);
+    return 0;
 }
 
 /* Undo this commit's log words, latest first, and return to the committed counts. */
@@ -514,15 +524,19 @@ int mp_commit(mp_core *c) {
     if (r) return leave(c, r);
     c->in_batch = 0;
     r = mp__autocommit(c);
-    if (r < 0 && !c->poisoned) mp__rollback(c); /* failed before writing: the batch is undone */
+    if (r < 0 && !c->poisoned) { /* failed before writing: the batch is undone, its flushes kept */
+        flush_deferred(c);
+        mp__rollback(c);
+    }
     return leave(c, r);
 }
 
 int mp_rollback(mp_core *c) {
     ENTER(c);
     int r = usable(c);
+    int flushed = r ? 0 : flush_deferred(c);
     if (!r) r = mp__rollback(c);
-    return leave(c, r);
+    return leave(c, r ? r : flushed);
 }
 
 int mp_reclaim(mp_core *c) {
@@ -559,10 +573,12 @@ static int flush_all(mp_core *c) {
     return 0;
 }
 
+/* Inside a batch, a flush is the batch's commit's to make (its first barrier): returns 1 then. */
 int mp_flush_all(mp_core *c) {
     ENTER(c);
     int r = usable(c);
-    if (!r) r = flush_all(c);
+    if (!r && c->in_batch) r = c->flush_everything = 1;
+    else if (!r) r = flush_all(c);
     return leave(c, r);
 }
 
@@ -575,8 +591,14 @@ int mp_flush_pages(mp_core *c, const uint64_t *pages, uint64_t n) {
         if (pages[i] < lo) lo = pages[i];
         if (pages[i] + 1 > hi) hi = pages[i] + 1;
     }
-    /* one msync over the pages' span: one barrier however many pages */
-    if (!r && n) r = mp__sync_range(c, lo * c->geo.page_size, hi * c->geo.page_size);
+    lo *= c->geo.page_size, hi *= c->geo.page_size;
+    if (!r && n && c->in_batch) {
+        if (!c->flush_hi || lo < c->flush_lo) c->flush_lo = lo;
+        if (hi > c->flush_hi) c->flush_hi = hi;
+        r = 1;
+    } else if (!r && n) {
+        r = mp__sync_range(c, lo, hi); /* one msync over the pages' span: one barrier however many */
+    }
     return leave(c, r);
 }
 
@@ -590,7 +612,7 @@ int mp_set_manual(mp_core *c, int on) {
 int mp_pending(mp_core *c) {
     ENTER(c);
     int r = usable(c);
-    if (!r) r = !c->in_batch && (c->words_start >= 0 || c->grew || c->forced);
+    if (!r) r = !c->in_batch && mp__pending(c);
     return leave(c, r);
 }
 

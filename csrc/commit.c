@@ -2,9 +2,9 @@
  * state intact until the new record is written:
  *   1. write:  the log carries this commit's words if they fit; otherwise a checkpoint writes
  *              the changed leaves and the nodes above them to new pages (checkpoint.c);
- *   2. sync1:  make the staged pages and blocks durable (fdatasync when the file grew, so that
- *              its new length is durable too); skipped by a one-barrier commit, whose record
- *              lists them with their checksums;
+ *   2. sync1:  make the staged pages and blocks durable, and the data pages a batch flushed
+ *              (fdatasync when the file grew, so that its new length is durable too); skipped
+ *              by a one-barrier commit, whose record lists them with their checksums;
  *   3. flip:   write the record slot the record in force does not occupy;
  *   4. sync2:  make the record durable (a one-barrier commit: with everything it wrote);
  *   5. done:   adopt the new state in memory.
@@ -62,7 +62,10 @@ static int write_step(mp_core *c) {
     if (!w) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
     uint64_t n = written(c, w);
     free(w);
-    c->single = !c->grew && mp_one_barrier_allowed(c->geo.page_size) && n <= MP_LISTED_MAX;
+    /* a batch's flushed data pages are never listed: the user may write them in place after
+     * the commit, and a listed page that changed would make the record look cut short */
+    int flushed = c->flush_hi || c->flush_everything;
+    c->single = !c->grew && !flushed && mp_one_barrier_allowed(c->geo.page_size) && n <= MP_LISTED_MAX;
     return c->single ? 2 : 1;
 }
 
@@ -81,6 +84,10 @@ static int sync_span(mp_core *c, int with_record) {
     const uint64_t ps = c->geo.page_size;
     lo = lo == UINT64_MAX ? UINT64_MAX : lo * ps;
     hi *= ps;
+    if (!with_record && c->flush_hi) { /* sync1: the data pages the batch flushed */
+        if (c->flush_lo < lo) lo = c->flush_lo;
+        if (c->flush_hi > hi) hi = c->flush_hi;
+    }
     if (with_record) {
         uint64_t rec = c->record_pages[1 - c->rec] * ps;
         if (rec < lo) lo = rec;
@@ -91,8 +98,12 @@ static int sync_span(mp_core *c, int with_record) {
 }
 
 static int sync1_step(mp_core *c) {
-    if (!c->sync || c->single) return 0;
-    if (c->grew) {
+    if (c->single) return 0; /* a batch that flushed is never single */
+    if (!c->sync) { /* no barriers for commits; what flush() and flush(ids) asked for all the same */
+        if (c->flush_everything && fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
+        return c->flush_everything || !c->flush_hi ? 0 : mp__sync_range(c, c->flush_lo, c->flush_hi);
+    }
+    if (c->grew || c->flush_everything) {
         if (fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
         return 0;
     }
@@ -179,10 +190,13 @@ int mp__step(mp_core *c, int step) {
     return r;
 }
 
-static int pending(const mp_core *c) { return c->words_start >= 0 || c->grew || c->forced; }
+/* A batch that only flushed commits too: its commit is what makes the data durable. */
+int mp__pending(const mp_core *c) {
+    return c->words_start >= 0 || c->grew || c->forced || c->flush_hi || c->flush_everything;
+}
 
 int mp__commit(mp_core *c) {
-    if (!pending(c)) return 0;
+    if (!mp__pending(c)) return 0;
     if (c->gen + 1 >= MP_GENERATION_LIMIT) { /* only a forged file gets here: 2^60 commits */
         c->poisoned = 1;
         return mp__fail(c, MP_E_VALUE, "the file is at the last generation a commit record can hold");

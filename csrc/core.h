@@ -121,6 +121,10 @@ struct mp_core {
     int grew, forced, force_checkpoint, checkpointed, single;
     int cut;                 /* a shrink: the state ends after its last page in use (mp__cut) */
     int no_undo;             /* a checkpoint began to write: a failure now cannot be rolled back */
+    /* the open batch's flushes, which its commit makes durable before its record (or its
+     * rollback, at once): the byte span of flush(ids), and whether flush() of everything */
+    uint64_t flush_lo, flush_hi; /* flush_hi 0: none */
+    int flush_everything;
 
     /* snapshots: pairs (generation, count) in this process; the reader table of others */
     mp_u64s pins;
@@ -193,6 +197,7 @@ int mp__is_used(const mp_core *c, uint64_t page);
 int mp__bits_room(mp_core *c, uint64_t pages);
 void mp__clear_commit(mp_core *c);
 int mp__rollback(mp_core *c);
+int mp__pending(const mp_core *c); /* commit.c: whether a commit has anything to write */
 static inline int mp__bit(const uint64_t *w, uint64_t i) { return (int)(w[i >> 6] >> (i & 63) & 1); }
 static inline void mp__set(uint64_t *w, uint64_t i) { w[i >> 6] |= (uint64_t)1 << (i & 63); }
 static inline void mp__clr(uint64_t *w, uint64_t i) { w[i >> 6] &= ~((uint64_t)1 << (i & 63)); }

@@ -116,6 +116,9 @@ int64_t mp_map_export(mp_core *core, char **addr, uint64_t *len);
 uint64_t mp_map_epoch(const mp_core *core);
 void mp_unmap(char *addr, uint64_t len);
 
+/* Make data written through the mapping durable: every page (one fdatasync), or the pages
+ * named (one msync over their span). Inside a batch, they are the batch's commit's to make
+ * durable, in its first barrier (or its rollback's): these return 1 then, 0 after a sync. */
 int mp_flush_all(mp_core *core);
 int mp_flush_pages(mp_core *core, const uint64_t *pages, uint64_t n);
 /* The reader table (its descriptor, which the caller keeps open): the writer keeps whole the

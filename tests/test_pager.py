@@ -324,6 +324,47 @@ def test_flush(core: str, path: str) -> None:
     assert data[int(ids[2]) * 1024 : int(ids[2]) * 1024 + 2] == b"ok"
 
 
+@pytest.mark.parametrize("sync", [True, False])
+def test_flushes_in_a_batch_ride_on_its_commit(core: str, path: str, sync: bool) -> None:
+    """Inside a batch, flush(ids) and flush() are no barrier of their own: the batch's commit
+    syncs the pages in its first barrier, before the record (even with sync=False, whose
+    commits take none), so a batch takes two at most whatever it flushes. A batch that only
+    flushes commits a generation of its own; one rolled back syncs as it ends."""
+    met: list[str] = []
+    with mp.Pager.create(path, 1024, sync=sync) as p:
+        ids = p.alloc_bulk(20)
+        p._core.set_barrier_hook(met.append)
+        with p.batch():
+            new = p.alloc_bulk(3)
+            for pid in [*ids, *new]:
+                p.get_page_mut(pid)[:2] = b"ok"
+            p.flush(ids[:5])
+            p.flush(new)
+            p.flush()
+            p.flush(ids[10:])
+            assert met == []  # nothing synced yet
+        assert met == ["barrier1", "barrier2"]
+        met.clear()
+        generation = p.generation
+        with p.batch():
+            p.flush(ids[:1])
+        assert met == ["barrier1", "barrier2"] and p.generation == generation + 1
+        met.clear()
+        with pytest.raises(KeyError), p.batch():
+            p.alloc()
+            p.flush(ids[:1])
+            raise KeyError
+        assert met == [] and p.generation == generation + 1  # synced at once, no commit
+        with pytest.raises(mp.OutOfBounds), p.batch():
+            p.flush([mp.PageId(10**6, 1024)])
+        p.flush(ids[:2])  # outside a batch: a barrier of its own
+        assert met == ["flush"]
+        p._core.set_barrier_hook(None)
+    with open(path, "rb") as f:
+        data = f.read()
+    assert all(data[int(x) * 1024 : int(x) * 1024 + 2] == b"ok" for x in [*ids, *new])
+
+
 def test_sync_false_state_survives_reopen(core: str, path: str) -> None:
     with mp.Pager.create(path, 1024, sync=False) as p:
         ids = p.alloc_bulk(50)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import struct
 from collections.abc import Callable, Iterator
 
 import pytest
 
 import mappedpages as mp
-from helpers import check_ok, count, pager_state
+from helpers import COUNTS, check_ok, count, pager_state
 from mappedpages._core_api import FREE
 from mappedpages.checker import check_file
 from mappedpages.handles import ProtectedPageId
@@ -48,12 +49,15 @@ class Harness:
         self.one_barrier = 0  # commits whose only barrier was the second
         self._last = "barrier2"
         self.rng = random.Random(99)
+        self.kinds: list[str] = []  # the barriers met, in order
+        self.check_each: Callable[[mp.Pager], None] | None = None  # more to check per image
 
     def _read(self) -> bytes:
         with open(self.path, "rb") as f:
             return f.read()
 
     def barrier(self, kind: str) -> None:
+        self.kinds.append(kind)
         if kind == "barrier2" and self._last != "barrier1":
             self.one_barrier += 1
             count("one-barrier commits cut at their barrier")
@@ -119,6 +123,8 @@ class Harness:
                 snapshot = pager_state(ro)
         with mp.Pager.open(probe, sync=False) as p:
             self.seen.append(pager_state(p))
+            if self.check_each is not None:
+                self.check_each(p)
         assert snapshot in (None, self.seen[-1])
         count("crash images: opened, checked, state compared")
         if self.images % 8 == 0:  # and life goes on after the crash
@@ -358,6 +364,59 @@ def test_every_barrier_of_protected_calls(core: str, tmp_path: object, ps: int) 
     assert h.images > (1000 if core == "c" else 300)
     assert h.logged > 100 and h.one_barrier > 0, (h.logged, h.one_barrier)
     print(f"power-loss images checked (protected calls): {h.images}")
+
+
+def test_every_barrier_of_a_copy_on_write_step(core: str, tmp_path: object) -> None:
+    """The step every copy-on-write structure takes: new pages written through their views and
+    flushed (twice, as a structure writing its nodes in turn would), a protected root switched
+    to them and the pages it named before freed, in one batch. The flushes ride on the
+    commit: each step meets exactly two barriers, the data pages' and the record's. Every
+    image of every barrier opens to the state before or after, and the pages the root names
+    hold what was written for them: a crash never shows the new root with a data page that
+    did not land (the record cannot vouch for data pages, so they land in the first barrier,
+    before the record is written)."""
+    tmp, ps = str(tmp_path), PS
+    path = os.path.join(tmp, "crash.mp")
+    with mp.Pager.create(path, ps) as p:
+        root = p.alloc_protected()
+        p.alloc_bulk(30)
+    h = Harness(path, tmp, ps)
+
+    def content(step: int, i: int) -> bytes:
+        return struct.pack("<QQ", step, i) * (ps // 16)  # a torn page shows
+
+    def root_names_landed_pages(image: mp.Pager) -> None:
+        step, n = struct.unpack_from("<QQ", image.get_protected_page(root))
+        named = struct.unpack_from(f"<{n}Q", image.get_protected_page(root), 16)
+        for i, index in enumerate(named):
+            assert bytes(image.get_page(mp.PageId(index, ps))) == content(step, i), (step, i)
+        count("crash images: the root's pages read back as written")
+
+    h.check_each = root_names_landed_pages
+    with mp.Pager.open(path, sync=True) as p:
+        p._core.set_barrier_hook(h.barrier)
+        nodes: list[mp.PageId] = []
+        for step in range(1, 7):
+            before = pager_state(p)
+            h.kinds.clear()
+            with p.batch():
+                new = p.alloc_bulk(12)
+                for i, pid in enumerate(new):
+                    p.get_page_mut(pid)[:] = content(step, i)
+                    if i == 5:
+                        p.flush(new[:6])
+                p.flush(new[6:])
+                with root.get_mut(p) as w:
+                    w.page_mut()[: 16 + 8 * len(new)] = struct.pack(
+                        f"<QQ{len(new)}Q", step, len(new), *map(int, new)
+                    )
+                if nodes:
+                    p.free_bulk(nodes)
+            assert h.kinds == ["barrier1", "barrier2"], h.kinds
+            h.settle(before, pager_state(p))
+            nodes = new
+        p._core.set_barrier_hook(None)
+    assert COUNTS["crash images: the root's pages read back as written"] > 200
 
 
 def test_every_barrier_of_a_shrink(core: str, tmp_path: object) -> None:

@@ -161,6 +161,7 @@ class CCore:
         self._writable = writable
         self.geometry = fmt.Geometry(int(lib.mp_page_size(self._c)))
         self._hook: Callable[[str], None] | None = None
+        self._in_batch = False  # for the hook: a flush inside a batch is no barrier
         self._map = _Mapped(lib.mp_map_export, lib.mp_map_epoch, True)
         self._closed = False
         self._table: Any = None
@@ -320,11 +321,14 @@ class CCore:
 
     def begin(self) -> None:
         self._check(lib.mp_begin(self._c))
+        self._in_batch = True
 
     def commit(self) -> None:
+        self._in_batch = False
         self._changed(lib.mp_commit(self._c))
 
     def rollback(self) -> None:
+        self._in_batch = False
         self._check(lib.mp_rollback(self._c))
 
     def adopt(self) -> None:
@@ -370,7 +374,7 @@ class CCore:
 
     def flush(self, pages: Sequence[int] | None = None) -> None:
         self._live()
-        if self._hook is not None:
+        if self._hook is not None and not self._in_batch:  # in a batch, the commit syncs
             self._hook("flush")
         if pages is None:
             self._check(lib.mp_flush_all(self._c))

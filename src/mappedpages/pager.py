@@ -542,7 +542,11 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
 
     def flush(self, ids: Iterable[PageId] | None = None) -> None:
         """Make data written through views durable: every page, or just the ``PageId``s in
-        ``ids``. Raises as ``get_page`` does for a bad id, ``OSError`` when the sync fails."""
+        ``ids``. Raises as ``get_page`` does for a bad id, ``OSError`` when the sync fails.
+
+        Inside a batch, the batch's commit makes them durable, before its record: a batch takes
+        at most two barriers however many flushes it holds, and a crash never shows its state
+        without the pages it flushed (a rolled-back batch makes them durable as it ends)."""
         if ids is not None:
             ids = list(ids)
         with self._lock:

@@ -1176,9 +1176,17 @@ static void workload(const char *path, const char *scratch) {
 
     /* the mapping outlives the core once exported */
     char *addr = NULL;
-    uint64_t len = 0;
+    uint64_t len = 0, beyond_all[1] = {UINT64_MAX};
     CHECK(export_map(c, &addr, &len) >= 0 && len >= mp_page_count(c) * 1024);
     CHECK(mp_flush_all(c) == 0 && mp_flush_pages(c, pages, 100) == 0);
+    /* in a batch the commit makes them durable (1: taken over), even a batch that only
+     * flushed (a commit of its own), and a rollback at once */
+    uint64_t gen = mp_generation(c);
+    CHECK(mp_begin(c) == 0 && mp_flush_pages(c, pages, 100) == 1 && mp_flush_all(c) == 1);
+    CHECK(mp_commit(c) == 0 && mp_generation(c) == gen + 1);
+    CHECK(mp_begin(c) == 0 && mp_flush_pages(c, pages + 10, 3) == 1 && mp_rollback(c) == 0);
+    CHECK(mp_begin(c) == 0 && mp_flush_pages(c, beyond_all, 1) == MP_E_OUT_OF_BOUNDS);
+    CHECK(mp_rollback(c) == 0 && mp_generation(c) == gen + 1);
     view last = writer_view(c);
     CHECK(mp_close(c) == 0);
     after_close(c, 1);

@@ -370,3 +370,5 @@ def clear_commit(c: State) -> None:
     c.checkpointed = False
     c.no_undo = False
     c.cut = False
+    c.flush_lo = c.flush_hi = 0
+    c.flush_everything = False

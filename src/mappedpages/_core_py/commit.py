@@ -2,8 +2,9 @@
 
 1. write:  the log carries this commit's words if they fit; otherwise a checkpoint writes the
            changed leaves and the nodes above them to new pages (checkpoint.py);
-2. sync1:  make the staged pages and blocks durable (fdatasync after growth); skipped by a
-           one-barrier commit, whose record lists them with their checksums;
+2. sync1:  make the staged pages and blocks durable, and the data pages a batch flushed
+           (fdatasync after growth); skipped by a one-barrier commit, whose record lists them
+           with their checksums;
 3. flip:   write the record slot the record in force does not occupy;
 4. sync2:  make the record durable (a one-barrier commit: with everything it wrote);
 5. done:   adopt the new state in memory.
@@ -27,8 +28,9 @@ _OS_PAGE = mmap.PAGESIZE
 
 
 def pending(c: State) -> bool:
-    """Whether there is anything to commit."""
-    return c.words_start >= 0 or c.grew or c.forced
+    """Whether there is anything to commit (a batch that only flushed commits too: its commit
+    is what makes the data durable)."""
+    return c.words_start >= 0 or c.grew or c.forced or bool(c.flush_hi) or c.flush_everything
 
 
 def commit(c: State) -> None:
@@ -71,7 +73,11 @@ def write_step(c: State) -> bool:
     if c.cut:  # a shrink: after the checkpoint has placed its blocks
         shrink.cut(c)
     written = set(c.staged) | set(c.blocks)
-    return not c.grew and fmt.one_barrier_allowed(c.ps) and len(written) <= fmt.LISTED_MAX
+    # a batch's flushed data pages are never listed: the user may write them in place after
+    # the commit, and a listed page that changed would make the record look cut short
+    flushed = bool(c.flush_hi) or c.flush_everything
+    allowed = fmt.one_barrier_allowed(c.ps) and len(written) <= fmt.LISTED_MAX
+    return not c.grew and not flushed and allowed
 
 
 def _spans(c: State, pages: list[int]) -> list[tuple[int, int]]:
@@ -79,7 +85,21 @@ def _spans(c: State, pages: list[int]) -> list[tuple[int, int]]:
 
 
 def sync1_step(c: State) -> None:
-    barrier(c, "barrier1", _spans(c, c.staged + c.blocks))
+    flushed = [(c.flush_lo, c.flush_hi - c.flush_lo)] if c.flush_hi else []
+    if c.hook is not None:
+        c.hook("barrier1")
+    if not c.sync:  # no barriers for commits; what flush() and flush(ids) asked for all the same
+        if c.flush_everything:
+            os.fdatasync(c.fd)
+        elif flushed:
+            msync(c, flushed)
+        return
+    if c.grew or c.flush_everything:
+        os.fdatasync(c.fd)
+        return
+    spans = _spans(c, c.staged + c.blocks) + flushed
+    if spans:
+        msync(c, spans)
 
 
 def flip_step(c: State, single: bool) -> None:
@@ -129,12 +149,17 @@ def barrier(c: State, kind: str, spans: list[tuple[int, int]]) -> None:
     """Call the hook, then make ``spans`` (offset, length) of the mapping durable."""
     if c.hook is not None:
         c.hook(kind)
-    if not c.sync or not spans:
-        return
-    if kind == "barrier1" and c.grew:
+    if c.sync and spans:
+        msync(c, spans)
+
+
+def flush_deferred(c: State) -> None:
+    """A batch's flushes, when it ends without a commit (rolled back): they were promised all
+    the same."""
+    if c.flush_everything:
         os.fdatasync(c.fd)
-        return
-    msync(c, spans)
+    elif c.flush_hi:
+        msync(c, [(c.flush_lo, c.flush_hi - c.flush_lo)])
 
 
 def msync(c: State, spans: list[tuple[int, int]]) -> None:

@@ -279,7 +279,9 @@ class PyCore:
                 try:
                     commit.commit(c)
                 except BaseException:
-                    if not c.poisoned:  # failed before writing: the batch is undone
+                    if not c.poisoned:  # failed before writing: the batch is undone, its
+                        with contextlib.suppress(OSError):  # flushes kept
+                            commit.flush_deferred(c)
                         alloc.rollback(c)
                     raise
             finally:
@@ -289,7 +291,10 @@ class PyCore:
         with self._lock:
             try:
                 self._c.live()
-                alloc.rollback(self._c)
+                try:
+                    commit.flush_deferred(self._c)
+                finally:
+                    alloc.rollback(self._c)
             finally:
                 self._end_batch()
 
@@ -333,14 +338,21 @@ class PyCore:
         with self._lock:
             c = self._c
             c.live()
+            for page in pages or ():
+                c.check_page(page)
+            if c.in_batch:  # the batch's commit makes them durable, in its first barrier
+                if pages is None:
+                    c.flush_everything = True
+                elif pages:
+                    lo, hi = min(pages) * c.ps, (max(pages) + 1) * c.ps
+                    c.flush_lo = min(lo, c.flush_lo) if c.flush_hi else lo
+                    c.flush_hi = max(hi, c.flush_hi)
+                return
             if c.hook is not None:
                 c.hook("flush")
             if pages is None:  # one barrier (docs/DESIGN.md, "Flushing data"), as the C core
                 os.fdatasync(c.fd)
-                return
-            for page in pages:
-                c.check_page(page)
-            if pages:  # one msync over the pages' span: one barrier however many pages
+            elif pages:  # one msync over the pages' span: one barrier however many pages
                 commit.msync(c, [(p * c.ps, c.ps) for p in pages])
 
     def snapshot(self) -> Snapshot:

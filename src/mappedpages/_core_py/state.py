@@ -103,6 +103,10 @@ class State:
         self.checkpointed = False  # the commit in progress is a checkpoint
         self.cut = False  # a shrink: the state ends after its last page in use (alloc.cut)
         self.no_undo = False  # a checkpoint began to write: a failure now cannot be rolled back
+        # the open batch's flushes, which its commit makes durable before its record (or its
+        # rollback, at once): the byte span of flush(ids), and whether flush() of everything
+        self.flush_lo = self.flush_hi = 0  # flush_hi 0: none
+        self.flush_everything = False
         self.next_log_crc = 0
 
         # snapshots: generation -> count, in this process; the reader table of other ones
