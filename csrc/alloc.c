@@ -338,14 +338,6 @@ void mp__clear_commit(mp_core *c) {
     c->flush_everything = 0;
 }
 
-/* A batch's flushes, when it ends without a commit (rolled back): they were promised all the
- * same. Without poisoning on failure, as a flush outside a batch. */
-static int flush_deferred(mp_core *c) {
-    if (c->flush_everything && fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
-    if (!c->flush_everything && c->flush_hi) return mp__sync_range(c, c->flush_lo, c->flush_hi);
-    return 0;
-}
-
 /* Undo this commit's log words, latest first, and return to the committed counts. */
 int mp__rollback(mp_core *c) {
     c->in_batch = 0;
@@ -525,7 +517,7 @@ int mp_commit(mp_core *c) {
     c->in_batch = 0;
     r = mp__autocommit(c);
     if (r < 0 && !c->poisoned) { /* failed before writing: the batch is undone, its flushes kept */
-        flush_deferred(c);
+        mp__sync_flushed(c);
         mp__rollback(c);
     }
     return leave(c, r);
@@ -534,7 +526,7 @@ int mp_commit(mp_core *c) {
 int mp_rollback(mp_core *c) {
     ENTER(c);
     int r = usable(c);
-    int flushed = r ? 0 : flush_deferred(c);
+    int flushed = r ? 0 : mp__sync_flushed(c); /* promised all the same */
     if (!r) r = mp__rollback(c);
     return leave(c, r ? r : flushed);
 }

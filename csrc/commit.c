@@ -97,12 +97,15 @@ static int sync_span(mp_core *c, int with_record) {
     return mp__sync_range(c, lo, hi);
 }
 
+int mp__sync_flushed(mp_core *c) {
+    if (c->flush_everything && fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
+    if (!c->flush_everything && c->flush_hi) return mp__sync_range(c, c->flush_lo, c->flush_hi);
+    return 0;
+}
+
 static int sync1_step(mp_core *c) {
     if (c->single) return 0; /* a batch that flushed is never single */
-    if (!c->sync) { /* no barriers for commits; what flush() and flush(ids) asked for all the same */
-        if (c->flush_everything && fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
-        return c->flush_everything || !c->flush_hi ? 0 : mp__sync_range(c, c->flush_lo, c->flush_hi);
-    }
+    if (!c->sync) return mp__sync_flushed(c); /* no barriers for commits, but flushes asked */
     if (c->grew || c->flush_everything) {
         if (fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
         return 0;

@@ -198,6 +198,8 @@ int mp__bits_room(mp_core *c, uint64_t pages);
 void mp__clear_commit(mp_core *c);
 int mp__rollback(mp_core *c);
 int mp__pending(const mp_core *c); /* commit.c: whether a commit has anything to write */
+/* commit.c: make what the open batch flushed durable (a rollback's, a sync=False commit's) */
+int mp__sync_flushed(mp_core *c);
 static inline int mp__bit(const uint64_t *w, uint64_t i) { return (int)(w[i >> 6] >> (i & 63) & 1); }
 static inline void mp__set(uint64_t *w, uint64_t i) { w[i >> 6] |= (uint64_t)1 << (i & 63); }
 static inline void mp__clr(uint64_t *w, uint64_t i) { w[i >> 6] &= ~((uint64_t)1 << (i & 63)); }

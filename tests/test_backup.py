@@ -117,16 +117,16 @@ def test_backups_from_a_thread_while_other_threads_commit(core: str, tmp_path: P
 
 _WRITER = textwrap.dedent(
     """
-    import random, sys, time
+    import os, random, sys, time
     import mappedpages as mp
-    path, seconds = sys.argv[1], float(sys.argv[2])
+    path, stop, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     rng = random.Random(4)
     with mp.Pager.open(path, sync=False) as p:
         live = list(p.iter_allocated_pages())
         prot = list(p.iter_allocated_protected_pages())
         print("ready", flush=True)
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        end = time.monotonic() + seconds  # at the latest: the test says when
+        while time.monotonic() < end and not os.path.exists(stop):
             op = rng.random()
             if op < 0.3 and len(live) < 6000:
                 live += p.alloc_bulk(rng.randint(1, 400))
@@ -150,14 +150,15 @@ _WRITER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_twenty_backups_while_a_writer_commits_for_ten_seconds(core: str, tmp_path: Path) -> None:
-    """Each copy is taken through a ReadOnlyPager while another process commits without pause;
-    each opens, checks clean and equals the snapshot it was taken from."""
-    src = str(tmp_path / "src.mp")
+    """Each copy is taken through a ReadOnlyPager while another process commits without pause
+    (from before the first copy until after the last, however long the copies take on a busy
+    machine); each opens, checks clean and equals the snapshot it was taken from."""
+    src, stop = str(tmp_path / "src.mp"), tmp_path / "stop"
     with mp.Pager.create(src, 1024, sync=False) as p:
         _fill(p, 3000)
         p.alloc_protected_bulk(20)
     writer = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, src, "10"],
+        [sys.executable, "-c", _WRITER, src, str(stop), "120"],
         stdout=subprocess.PIPE,
         text=True,
         env=dict(os.environ, MAPPEDPAGES_CORE=core),
@@ -174,6 +175,7 @@ def test_twenty_backups_while_a_writer_commits_for_ten_seconds(core: str, tmp_pa
             time.sleep(max(0.0, start + (i + 1) * 0.45 - time.monotonic()))
         assert writer.poll() is None, "the writer stopped before the last copy"
     finally:
+        stop.touch()
         assert writer.wait(timeout=60) == 0
     generations = [state[0] for _, state in copies]
     assert len(set(generations)) > 15  # taken across the writer's run, not of one commit

@@ -88,11 +88,8 @@ def sync1_step(c: State) -> None:
     flushed = [(c.flush_lo, c.flush_hi - c.flush_lo)] if c.flush_hi else []
     if c.hook is not None:
         c.hook("barrier1")
-    if not c.sync:  # no barriers for commits; what flush() and flush(ids) asked for all the same
-        if c.flush_everything:
-            os.fdatasync(c.fd)
-        elif flushed:
-            msync(c, flushed)
+    if not c.sync:  # no barriers for commits, but flushes asked
+        sync_flushed(c)
         return
     if c.grew or c.flush_everything:
         os.fdatasync(c.fd)
@@ -153,9 +150,8 @@ def barrier(c: State, kind: str, spans: list[tuple[int, int]]) -> None:
         msync(c, spans)
 
 
-def flush_deferred(c: State) -> None:
-    """A batch's flushes, when it ends without a commit (rolled back): they were promised all
-    the same."""
+def sync_flushed(c: State) -> None:
+    """Make what the open batch flushed durable (a rollback's, a sync=False commit's)."""
     if c.flush_everything:
         os.fdatasync(c.fd)
     elif c.flush_hi:

@@ -281,7 +281,7 @@ class PyCore:
                 except BaseException:
                     if not c.poisoned:  # failed before writing: the batch is undone, its
                         with contextlib.suppress(OSError):  # flushes kept
-                            commit.flush_deferred(c)
+                            commit.sync_flushed(c)
                         alloc.rollback(c)
                     raise
             finally:
@@ -292,7 +292,7 @@ class PyCore:
             try:
                 self._c.live()
                 try:
-                    commit.flush_deferred(self._c)
+                    commit.sync_flushed(self._c)
                 finally:
                     alloc.rollback(self._c)
             finally:
