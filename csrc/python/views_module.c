@@ -223,9 +223,15 @@ static PyObject *view(Views *self, PyObject *pid, int writable) {
     if (index >= (unsigned long long)(PY_SSIZE_T_MAX / self->ps)) goto slow;
     int kind = quick_kind(self, index_obj, index);
     if (kind < 0 || kind == KIND_INTERNAL) goto slow;
+    /* the pure core's kind() is Python code, which lets other threads run (a remap, a close):
+     * the views are read again, and held while sliced */
+    mv = writable ? self->rw : self->ro;
+    if (!mv || index >= self->n) goto slow;
+    Py_INCREF(mv);
     Py_ssize_t start = (Py_ssize_t)index * self->ps, len = PyObject_Length(mv);
-    if (len < 0 || start > len - self->ps) goto slow;
-    return PySequence_GetSlice(mv, start, start + self->ps);
+    PyObject *page = len >= 0 && start <= len - self->ps ? PySequence_GetSlice(mv, start, start + self->ps) : NULL;
+    Py_DECREF(mv);
+    if (page) return page;
 slow:
     PyErr_Clear();
     return PyObject_CallMethodObjArgs((PyObject *)self, slow_names[writable], pid, NULL);
