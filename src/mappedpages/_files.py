@@ -54,6 +54,22 @@ def _name_the_path(exc: OSError, path: str) -> None:
         exc.filename2 = None
 
 
+# Pages that write(2) put in the page cache come in large folios (64 KiB and up on recent
+# Linux), and the kernel dirties and writes back a folio whole: a commit's one-page msync of its
+# record then wrote the whole folio around it. Dropped from the cache, the pages come back
+# through the mapping one OS page each. The first 2 MiB hold page 0 and the records.
+RECORDS_WINDOW = 2 << 20
+
+
+def drop_cached(fd: int, length: int = 0) -> None:
+    """Best effort: let the kernel drop the file's clean cached pages (the first ``length``
+    bytes; 0: all of them), so that the mapping brings them back one OS page each."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(fd, 0, length, os.POSIX_FADV_DONTNEED)
+
+
 def publish(path: str, fill: Callable[[int], None], mode: int = 0o666, *, lock: bool) -> int:
     """Create ``path`` holding what ``fill(fd)`` writes, or nothing at all.
 
@@ -74,6 +90,7 @@ def publish(path: str, fill: Callable[[int], None], mode: int = 0o666, *, lock: 
     try:
         fill(fd)
         os.fsync(fd)
+        drop_cached(fd)  # written with write(2): see drop_cached
         if lock:
             _lock(fd, path)
         os.link(tmp, path)  # fails with FileExistsError instead of replacing a file

@@ -18,7 +18,7 @@ from typing import Any
 from . import _backend, _v1
 from . import format as fmt
 from ._core_api import DATA
-from ._files import create_locked, open_locked
+from ._files import RECORDS_WINDOW, create_locked, drop_cached, open_locked
 from ._readertable import ReaderTable, WriterView
 from .aio import AsyncPagerMethods
 from .backup import Progress
@@ -158,6 +158,9 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
     @classmethod
     def _attach(cls, fd: int, path: str, page_size: int, sync: bool, prealloc: bool) -> Pager:
         module = _backend.CORE
+        # page 0 and the records are written by every commit: in the small folios the mapping
+        # makes, not in what a copy or an older writer's write(2) left (_files.drop_cached)
+        drop_cached(fd, RECORDS_WINDOW)
         try:
             try:
                 core = module.open_core(
