@@ -38,7 +38,7 @@ from helpers import check_ok, count, pager_state
 pytestmark = pytest.mark.slow
 
 READS = int(os.environ.get("MAPPEDPAGES_SNAPSHOT_READS", "20000"))
-PURE_READS = int(os.environ.get("MAPPEDPAGES_SNAPSHOT_READS", "10000"))
+PURE_READS = int(os.environ.get("MAPPEDPAGES_SNAPSHOT_READS", "6000"))
 WALKS = int(os.environ.get("MAPPEDPAGES_SNAPSHOT_WALKS", "5000"))
 REOPEN = os.environ.get("MAPPEDPAGES_SNAPSHOT_REOPEN", "100")  # reads between two opens
 WORKERS = str(Path(__file__).resolve().parent / "snapshot_workers.py")
