@@ -336,6 +336,7 @@ void mp__clear_commit(mp_core *c) {
     c->grew = c->forced = c->force_checkpoint = c->checkpointed = c->single = c->no_undo = c->cut = 0;
     c->flush_lo = c->flush_hi = 0;
     c->flush_everything = 0;
+    c->sealed.n = 0;
 }
 
 /* Undo this commit's log words, latest first, and return to the committed counts. */
@@ -574,24 +575,88 @@ int mp_flush_all(mp_core *c) {
     return leave(c, r);
 }
 
-int mp_flush_pages(mp_core *c, const uint64_t *pages, uint64_t n) {
-    ENTER(c);
+/* Pages to sync (one msync over their span, outside a batch), or for the batch's commit to
+ * make durable: as its flush span, or sealed (`seal`, those the batch allocated). */
+static int flush_pages(mp_core *c, const uint64_t *pages, uint64_t n, int seal) {
     int r = usable(c);
     uint64_t lo = UINT64_MAX, hi = 0;
     for (uint64_t i = 0; !r && i < n; i++) {
         r = check_page(c, pages[i]);
-        if (pages[i] < lo) lo = pages[i];
-        if (pages[i] + 1 > hi) hi = pages[i] + 1;
+        if (!r && (is_reserved(c, pages[i]) || mp__bit(c->internal, pages[i])))
+            r = mp__fail(c, MP_E_RESERVED, "page %llu is internal to the file format", (unsigned long long)pages[i]);
     }
-    lo *= c->geo.page_size, hi *= c->geo.page_size;
-    if (!r && n && c->in_batch) {
+    seal = seal && c->in_batch && c->sync;
+    for (uint64_t i = 0; !r && i < n; i++) {
+        uint64_t p = pages[i];
+        if (seal && mp__bit(c->born_bits, p) && mp__is_used(c, p) && !mp__bit(c->internal, p)) {
+            if (mp__push(&c->sealed, p)) r = mp__fail(c, MP_E_NO_MEMORY, "out of memory");
+            continue;
+        }
+        if (p < lo) lo = p;
+        if (p + 1 > hi) hi = p + 1;
+    }
+    if (r || !n) return r;
+    if (c->in_batch) {
+        if (hi) {
+            lo *= c->geo.page_size, hi *= c->geo.page_size;
+            if (!c->flush_hi || lo < c->flush_lo) c->flush_lo = lo;
+            if (hi > c->flush_hi) c->flush_hi = hi;
+        }
+        return 1;
+    }
+    return mp__sync_range(c, lo * c->geo.page_size, hi * c->geo.page_size); /* one barrier */
+}
+
+int mp_flush_pages(mp_core *c, const uint64_t *pages, uint64_t n) {
+    ENTER(c);
+    return leave(c, flush_pages(c, pages, n, 0));
+}
+
+int mp_seal_pages(mp_core *c, const uint64_t *pages, uint64_t n) {
+    ENTER(c);
+    return leave(c, flush_pages(c, pages, n, 1));
+}
+
+int mp_retire(mp_core *c, uint64_t page, int viewing) {
+    ENTER(c);
+    int r = writer(c);
+    for (uint64_t i = 0; !r && viewing && c->in_batch && i < c->sealed.n; i++) {
+        if (c->sealed.v[i] != page) continue;
+        c->sealed.v[i--] = c->sealed.v[--c->sealed.n];
+        uint64_t lo = page * c->geo.page_size, hi = lo + c->geo.page_size;
         if (!c->flush_hi || lo < c->flush_lo) c->flush_lo = lo;
         if (hi > c->flush_hi) c->flush_hi = hi;
-        r = 1;
-    } else if (!r && n) {
-        r = mp__sync_range(c, lo, hi); /* one msync over the pages' span: one barrier however many */
+    }
+    if (!r && mp__listed_in_force(c, page)) {
+        mp__retire_write(c);
+        r = c->manual ? 2 : mp__retire_sync(c);
+        if (r < 0) c->poisoned = 1; /* which slot landed is unknown now */
+        else if (!r) r = 1;
     }
     return leave(c, r);
+}
+
+int mp_retire_sync(mp_core *c) {
+    ENTER(c);
+    int r = writer(c);
+    if (!r && (r = mp__retire_sync(c)) < 0) c->poisoned = 1;
+    return leave(c, r);
+}
+
+int mp_sealed_runs(mp_core *c, uint64_t *out) {
+    ENTER(c);
+    int r = usable(c), data = 0;
+    const unsigned char *x = r ? NULL : c->map + c->record_pages[c->rec] * c->geo.page_size;
+    unsigned n = x && (x[MP_REC_FLAGS] & MP_FLAG_ONE_BARRIER) ? x[MP_REC_LISTED] : 0;
+    if (n > MP_LISTED_MAX) n = 0; /* not a record this writer opened or wrote */
+    for (unsigned i = 0; i < n; i++) {
+        mp_listed e = mp_listed_get(x + MP_LISTED_OFFSET + 16 * i);
+        out[2 * i] = e.page;
+        out[2 * i + 1] = e.count;
+        for (uint64_t k = 0; k < e.count && e.page + k < c->counts.n && !data; k++)
+            data = mp__is_used(c, e.page + k) && !mp__bit(c->internal, e.page + k);
+    }
+    return leave(c, r ? r : data ? (int)n : 0);
 }
 
 int mp_set_manual(mp_core *c, int on) {

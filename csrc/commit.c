@@ -35,16 +35,50 @@ static int cmp_u64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* The pages this commit wrote besides its record, ascending and each once (into out). */
+/* The pages this commit wrote besides its record, and the sealed pages that are still data
+ * pages, ascending and each once (into out, with room for all three lists). */
 static uint64_t written(const mp_core *c, uint64_t *out) {
     uint64_t n = 0;
     for (uint64_t i = 0; i < c->staged.n; i++) out[n++] = c->staged.v[i];
     for (uint64_t i = 0; i < c->blocks.n; i++) out[n++] = c->blocks.v[i];
+    for (uint64_t i = 0; i < c->sealed.n; i++) {
+        uint64_t p = c->sealed.v[i];
+        if (p < c->counts.n && mp__is_used(c, p) && !mp__bit(c->internal, p)) out[n++] = p;
+    }
     mp__qsort(out, n, 8, cmp_u64);
     uint64_t u = 0;
     for (uint64_t i = 0; i < n; i++)
         if (!u || out[i] != out[u - 1]) out[u++] = out[i];
     return u;
+}
+
+/* Ascending pages as runs of consecutive pages: how many runs, the first `max` into runs. */
+static uint64_t runs_of(const uint64_t *pages, uint64_t n, mp_listed *runs, uint64_t max) {
+    uint64_t k = 0, end = 0, count = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        if (k && pages[i] == end && count < MP_RUN_LIMIT) {
+            end++;
+            count++;
+            if (k <= max) runs[k - 1].count = count;
+            continue;
+        }
+        k++;
+        end = pages[i] + 1;
+        count = 1;
+        if (k <= max) runs[k - 1] = (mp_listed){pages[i], 1, 0};
+    }
+    return k;
+}
+
+/* The pages to list, as runs: how many runs (the first MP_LISTED_MAX into runs), and how many
+ * pages in *pages. */
+static int64_t listing(mp_core *c, mp_listed *runs, uint64_t *pages) {
+    uint64_t *w = malloc((size_t)(c->staged.n + c->blocks.n + c->sealed.n + 1) * 8);
+    if (!w) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
+    *pages = written(c, w);
+    uint64_t k = runs_of(w, *pages, runs, MP_LISTED_MAX);
+    free(w);
+    return (int64_t)k;
 }
 
 static int write_step(mp_core *c) {
@@ -58,14 +92,16 @@ static int write_step(mp_core *c) {
         if (r) return r;
     }
     if (c->cut) mp__cut(c); /* a shrink: after the checkpoint has placed its blocks */
-    uint64_t *w = malloc((size_t)(c->staged.n + c->blocks.n + 1) * 8);
-    if (!w) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
-    uint64_t n = written(c, w);
-    free(w);
-    /* a batch's flushed data pages are never listed: the user may write them in place after
-     * the commit, and a listed page that changed would make the record look cut short */
+    mp_listed runs[MP_LISTED_MAX];
+    uint64_t pages;
+    int64_t k = listing(c, runs, &pages);
+    if (k < 0) return (int)k;
+    /* data pages flushed by a plain flush are never listed: the user may write them in place
+     * after the commit, and a listed page that changed would make the record look cut short;
+     * sealed ones are listed, and retired before anything writes them (mp_retire) */
     int flushed = c->flush_hi || c->flush_everything;
-    c->single = !c->grew && !flushed && mp_one_barrier_allowed(c->geo.page_size) && n <= MP_LISTED_MAX;
+    c->single = !c->grew && !flushed && mp_one_barrier_allowed(c->geo.page_size) && (uint64_t)k <= MP_LISTED_MAX &&
+                pages <= MP_LISTED_PAGES;
     return c->single ? 2 : 1;
 }
 
@@ -74,9 +110,9 @@ static int write_step(mp_core *c) {
 static int sync_span(mp_core *c, int with_record) {
     if (!c->sync) return 0;
     uint64_t lo = UINT64_MAX, hi = 0;
-    const uint64_t *lists[2] = {c->staged.v, c->blocks.v};
-    uint64_t counts[2] = {c->staged.n, c->blocks.n};
-    for (int k = 0; k < 2; k++)
+    const uint64_t *lists[3] = {c->staged.v, c->blocks.v, c->sealed.v};
+    uint64_t counts[3] = {c->staged.n, c->blocks.n, c->sealed.n};
+    for (int k = 0; k < 3; k++)
         for (uint64_t i = 0; i < counts[k]; i++) {
             if (lists[k][i] < lo) lo = lists[k][i];
             if (lists[k][i] + 1 > hi) hi = lists[k][i] + 1;
@@ -99,8 +135,13 @@ static int sync_span(mp_core *c, int with_record) {
 
 int mp__sync_flushed(mp_core *c) {
     if (c->flush_everything && fdatasync(c->fd) != 0) return mp__fail_os(c, errno, "fdatasync");
-    if (!c->flush_everything && c->flush_hi) return mp__sync_range(c, c->flush_lo, c->flush_hi);
-    return 0;
+    if (c->flush_everything) return 0;
+    uint64_t lo = c->flush_hi ? c->flush_lo : UINT64_MAX, hi = c->flush_hi, ps = c->geo.page_size;
+    for (uint64_t i = 0; i < c->sealed.n; i++) {
+        if (c->sealed.v[i] * ps < lo) lo = c->sealed.v[i] * ps;
+        if ((c->sealed.v[i] + 1) * ps > hi) hi = (c->sealed.v[i] + 1) * ps;
+    }
+    return hi ? mp__sync_range(c, lo, hi) : 0;
 }
 
 static int sync1_step(mp_core *c) {
@@ -142,17 +183,15 @@ static int flip_step(mp_core *c) {
     rec.flags = c->single ? MP_FLAG_ONE_BARRIER : 0;
     memset(x, 0, g->block);
     if (c->single) {
-        uint64_t w[MP_LISTED_MAX];
-        uint64_t *all = malloc((size_t)(c->staged.n + c->blocks.n + 1) * 8);
-        if (!all) return mp__fail(c, MP_E_NO_MEMORY, "out of memory");
-        uint64_t n = written(c, all);
-        mp__memcpy(w, all, n * 8);
-        free(all);
-        for (uint64_t i = 0; i < n; i++) {
-            mp_ptr e = {w[i], mp_crc32c(0, c->map + w[i] * g->page_size, g->page_size)};
-            mp_ptr_put(x + MP_LISTED_OFFSET + 16 * i, e);
+        mp_listed runs[MP_LISTED_MAX];
+        uint64_t pages;
+        int64_t k = listing(c, runs, &pages);
+        if (k < 0) return (int)k;
+        for (int64_t i = 0; i < k; i++) {
+            runs[i].crc = mp_crc32c(0, c->map + runs[i].page * g->page_size, runs[i].count * g->page_size);
+            mp_listed_put(x + MP_LISTED_OFFSET + 16 * i, runs[i]);
         }
-        rec.listed = (unsigned)n;
+        rec.listed = (unsigned)k;
     }
     mp_record_encode(x, &rec);
     mp__memcpy(x + MP_LOG_OFFSET, c->log, c->log_len);
@@ -195,7 +234,42 @@ int mp__step(mp_core *c, int step) {
 
 /* A batch that only flushed commits too: its commit is what makes the data durable. */
 int mp__pending(const mp_core *c) {
-    return c->words_start >= 0 || c->grew || c->forced || c->flush_hi || c->flush_everything;
+    return c->words_start >= 0 || c->grew || c->forced || c->flush_hi || c->flush_everything || c->sealed.n;
+}
+
+/* Whether the record in force lists `page`: then the state in force is only whole while the
+ * page holds what that commit wrote. */
+int mp__listed_in_force(const mp_core *c, uint64_t page) {
+    const unsigned char *x = c->map + c->record_pages[c->rec] * c->geo.page_size;
+    unsigned n = x[MP_REC_LISTED];
+    if (!(x[MP_REC_FLAGS] & MP_FLAG_ONE_BARRIER) || n > MP_LISTED_MAX) return 0;
+    for (unsigned i = 0; i < n; i++) {
+        mp_listed e = mp_listed_get(x + MP_LISTED_OFFSET + 16 * i);
+        if (page >= e.page && page - e.page < e.count) return 1;
+    }
+    return 0;
+}
+
+/* Retire the record in force before a page it lists is written: the same record, listing
+ * nothing, into the other slot, which is then the one in force (the same state and generation;
+ * of two records of one generation the one that lists nothing is in force). The slot it
+ * overwrites held the state before, which nothing needs once this copy is durable. */
+void mp__retire_write(mp_core *c) {
+    const uint64_t ps = c->geo.page_size;
+    const unsigned char *x = c->map + c->record_pages[c->rec] * ps;
+    unsigned char *y = c->map + c->record_pages[1 - c->rec] * ps;
+    memmove(y, x, c->geo.block);
+    y[MP_REC_FLAGS] = 0;
+    y[MP_REC_LISTED] = 0;
+    memset(y + MP_LISTED_OFFSET, 0, MP_LOG_OFFSET - MP_LISTED_OFFSET);
+    mp_put32(y + MP_REC_CRC, mp_crc32c(0, y + MP_RECORD_CRC_FROM, MP_LISTED_OFFSET - MP_RECORD_CRC_FROM));
+    c->rec = 1 - c->rec;
+}
+
+/* Always synced, even with sync=False: the record it retires was durable. */
+int mp__retire_sync(mp_core *c) {
+    uint64_t page = c->record_pages[c->rec], ps = c->geo.page_size;
+    return mp__sync_range(c, page * ps, page * ps + c->geo.block);
 }
 
 int mp__commit(mp_core *c) {

@@ -125,6 +125,9 @@ struct mp_core {
      * rollback, at once): the byte span of flush(ids), and whether flush() of everything */
     uint64_t flush_lo, flush_hi; /* flush_hi 0: none */
     int flush_everything;
+    /* pages the open batch allocated and flushed that nothing but a copying write reached
+     * (mp_seal_pages): its record may list them, and the commit take one barrier */
+    mp_u64s sealed;
 
     /* snapshots: pairs (generation, count) in this process; the reader table of others */
     mp_u64s pins;
@@ -200,6 +203,11 @@ int mp__rollback(mp_core *c);
 int mp__pending(const mp_core *c); /* commit.c: whether a commit has anything to write */
 /* commit.c: make what the open batch flushed durable (a rollback's, a sync=False commit's) */
 int mp__sync_flushed(mp_core *c);
+/* commit.c: whether the record in force lists `page`; a copy of it that lists nothing, into
+ * the other slot, adopted (docs/FORMAT.md, "Sealed pages"); that copy made durable */
+int mp__listed_in_force(const mp_core *c, uint64_t page);
+void mp__retire_write(mp_core *c);
+int mp__retire_sync(mp_core *c);
 static inline int mp__bit(const uint64_t *w, uint64_t i) { return (int)(w[i >> 6] >> (i & 63) & 1); }
 static inline void mp__set(uint64_t *w, uint64_t i) { w[i >> 6] |= (uint64_t)1 << (i & 63); }
 static inline void mp__clr(uint64_t *w, uint64_t i) { w[i >> 6] &= ~((uint64_t)1 << (i & 63)); }

@@ -21,7 +21,9 @@
 #define MP_GROW_MIN_STEP 16u
 #define MP_GROW_CAP_BYTES (1ull << 30)
 #define MP_ONE_BARRIER_MAX_PAGE 65536u
-#define MP_LISTED_MAX 8u
+#define MP_LISTED_MAX 8u /* entries a one-barrier record lists: runs of pages */
+#define MP_LISTED_PAGES 256u /* pages those runs hold at most, so that opening reads little */
+#define MP_RUN_LIMIT 0x100000000ull /* pages one listed run may hold */
 #define MP_MAX_HEIGHT 8u
 #define MP_PAGE_LIMIT (1ull << 48)
 #define MP_GENERATION_LIMIT (1ull << 60) /* generations fit in a log word's 60 bits */
@@ -69,6 +71,10 @@
 #define MP_LISTED_OFFSET 128
 #define MP_LOG_OFFSET 256
 #define MP_FLAG_ONE_BARRIER 1u
+/* a listed entry (16 bytes): a run of pages and the CRC32C of all their bytes */
+#define MP_LST_PAGE 0
+#define MP_LST_CRC 8
+#define MP_LST_RUN 12 /* pages in the run, less one */
 
 /* blocks: a 32-byte header, then the body */
 #define MP_BLK_MAGIC 0
@@ -219,6 +225,25 @@ static inline void mp_ptr_put(unsigned char *p, mp_ptr v) {
     mp_put64(p, v.page);
     mp_put32(p + 8, v.crc);
     mp_put32(p + 12, 0);
+}
+
+/* A listed entry: pages [page, page + count) held bytes whose CRC32C is crc. */
+typedef struct {
+    uint64_t page, count;
+    uint32_t crc;
+} mp_listed;
+
+static inline mp_listed mp_listed_get(const unsigned char *p) {
+    mp_listed r;
+    r.page = mp_get64(p + MP_LST_PAGE);
+    r.crc = mp_get32(p + MP_LST_CRC);
+    r.count = (uint64_t)mp_get32(p + MP_LST_RUN) + 1;
+    return r;
+}
+static inline void mp_listed_put(unsigned char *p, mp_listed v) {
+    mp_put64(p + MP_LST_PAGE, v.page);
+    mp_put32(p + MP_LST_CRC, v.crc);
+    mp_put32(p + MP_LST_RUN, (uint32_t)(v.count - 1));
 }
 
 static inline uint64_t mp_run_word(unsigned kind, uint64_t page, uint64_t count) {

@@ -121,6 +121,20 @@ void mp_unmap(char *addr, uint64_t len);
  * durable, in its first barrier (or its rollback's): these return 1 then, 0 after a sync. */
 int mp_flush_all(mp_core *core);
 int mp_flush_pages(mp_core *core, const uint64_t *pages, uint64_t n);
+/* mp_flush_pages for pages that nothing but copying writes reached since the batch allocated
+ * them: the batch's record may list them (one barrier), and they are then sealed until a
+ * later record is in force. Others, and any outside a batch or with sync off, are flushed. */
+int mp_seal_pages(mp_core *core, const uint64_t *pages, uint64_t n);
+/* Before `page` is written (`viewing`: through a view, which may write it at any time after):
+ * if the record in force lists it, retire that record (a copy that lists nothing, made
+ * durable): 1; 0 when it lists no such page. With manual commits the copy is written but not
+ * synced, 2, and mp_retire_sync syncs it. A page viewed after the open batch sealed it is
+ * flushed by the batch instead. */
+int mp_retire(mp_core *core, uint64_t page, int viewing);
+int mp_retire_sync(mp_core *core);
+/* The runs (first page, count) the record in force lists, into out (room for
+ * 2 * MP_LISTED_MAX): how many, or 0 when none holds a data page (none mp_retire retires for). */
+int mp_sealed_runs(mp_core *core, uint64_t *out);
 /* The reader table (its descriptor, which the caller keeps open): the writer keeps whole the
  * snapshots registered there. */
 int mp_attach_table(mp_core *core, int fd);

@@ -83,7 +83,7 @@ void mp_free(mp_core *c) {
     if (!c) return;
     drop_map(c);
     reset_state(c);
-    mp_u64s *arrays[] = {&c->fifo, &c->born, &c->undo_slots, &c->undo_dirty, &c->staged, &c->blocks, &c->pins};
+    mp_u64s *arrays[] = {&c->fifo, &c->born, &c->undo_slots, &c->undo_dirty, &c->staged, &c->blocks, &c->sealed, &c->pins};
     for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) free(arrays[i]->v);
     free(c->log);
     mp__table_free(c->table);

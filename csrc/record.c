@@ -34,6 +34,8 @@ int mp__record_valid(const unsigned char *x, const mp_geometry *g, uint64_t file
     return 1;
 }
 
+/* Whether every run the record lists holds the bytes its CRC32C says (read page by page, so
+ * that a forged run costs at most a read of the file). */
 static int landed(const unsigned char *x, const mp_geometry *g, mp_read_fn read, void *ctx, int *ok) {
     mp_record r;
     mp_record_decode(x, &r);
@@ -42,18 +44,29 @@ static int landed(const unsigned char *x, const mp_geometry *g, mp_read_fn read,
     unsigned char *buf = malloc(g->page_size);
     if (!buf) return MP_E_NO_MEMORY;
     int rc = 0;
-    for (unsigned i = 0; i < r.listed && *ok; i++) {
-        mp_ptr e = mp_ptr_get(x + MP_LISTED_OFFSET + 16 * i);
-        if (e.page < MP_RESERVED_PAGES || e.page >= r.page_count) {
+    for (unsigned i = 0; i < r.listed && *ok && !rc; i++) {
+        mp_listed e = mp_listed_get(x + MP_LISTED_OFFSET + 16 * i);
+        if (e.page < MP_RESERVED_PAGES || e.page >= r.page_count || e.count > r.page_count - e.page) {
             *ok = 0;
             break;
         }
-        rc = read(ctx, buf, g->page_size, e.page * g->page_size);
-        if (rc) break;
-        *ok = mp_crc32c(0, buf, g->page_size) == e.crc;
+        uint32_t crc = 0;
+        for (uint64_t k = 0; k < e.count && !rc; k++) {
+            rc = read(ctx, buf, g->page_size, (e.page + k) * g->page_size);
+            if (!rc) crc = mp_crc32c(crc, buf, g->page_size);
+        }
+        *ok = crc == e.crc;
     }
     free(buf);
     return rc;
+}
+
+/* Which of two well-formed records comes first: the higher generation; of two with the same
+ * generation (a retired record and its copy, docs/FORMAT.md), the one that lists nothing. */
+static int first_of(const unsigned char *a, const unsigned char *b) {
+    uint64_t ga = mp_get64(a + MP_REC_GENERATION), gb = mp_get64(b + MP_REC_GENERATION);
+    if (ga != gb) return ga > gb ? 0 : 1;
+    return a[MP_REC_LISTED] == 0 || b[MP_REC_LISTED] != 0 ? 0 : 1;
 }
 
 int mp__in_force(const unsigned char *records[2], const mp_geometry *g, uint64_t file_size, mp_read_fn read,
@@ -64,7 +77,7 @@ int mp__in_force(const unsigned char *records[2], const mp_geometry *g, uint64_t
     int cand[2], nc = 0;
     for (int i = 0; i < 2; i++)
         if (valid[i]) cand[nc++] = i;
-    if (nc == 2 && mp_get64(records[1] + MP_REC_GENERATION) > mp_get64(records[0] + MP_REC_GENERATION)) {
+    if (nc == 2 && first_of(records[0], records[1])) {
         cand[0] = 1;
         cand[1] = 0;
     }

@@ -218,12 +218,12 @@ static int newest(mp_snap *s, int fd, uint32_t page_size, header *h, unsigned ch
            record read since */
         if (mp__file_size(fd, &h->size) != 0) return fail_os(s, errno, "lseek");
         r = mp__in_force(records, &g, h->size, read_fd, &fd, order, &good, &passed);
-        if (r != MP_E_TRUNCATED && (r || good)) break;
+        if (r != MP_E_TRUNCATED && (r || (good && !passed))) break;
         /* A shrink cuts the file only once the record of the smaller size is durable, so a
            size taken after that cut, with records read before it, is too small for the newest
-           record read; and the pages a record lists may be reused once two commits followed
-           it. Either way the records have changed since. If not, the file was truncated or
-           damaged. */
+           record read; and the pages a record lists may be written once a record after it, or
+           its retired copy, is in force. Either way the records have changed since. If not,
+           the file was truncated or damaged, or the record passed over was cut short. */
         for (int i = 0; i < 2; i++)
             if (read_at(fd, again + (size_t)i * g.block, g.block, h->records[i] * h->page_size))
                 return fail_os(s, errno, "pread");

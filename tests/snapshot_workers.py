@@ -6,7 +6,8 @@
 - ``hold`` / ``refresh``: readers that check every page they read (see ``verify``); ``hold``
   keeps its views across many commits, ``refresh`` moves to the newest commit before each
   read. Both reopen now and then, and print their counts as JSON at the end.
-- ``cow``: a copy-on-write linked list of regular pages whose head is in a protected page;
+- ``cow``: a copy-on-write linked list of regular pages whose head is in a protected page
+  (``sealed-cow``: durably, its nodes sealed, records retired under the readers);
   ``walk``: a reader that walks it from its snapshot.
 - ``sleep``: opens a snapshot, says so, and waits to be killed.
 
@@ -133,10 +134,13 @@ NODE = struct.Struct("<QQQ")  # version, index in the list, next page (0: the en
 ROOT = struct.Struct("<QQQ")  # version, first page, length
 
 
-def cow(path: str, length: int, steps: int, stop_file: str) -> None:
+def cow(path: str, length: int, steps: int, stop_file: str, sealed: bool = False) -> None:
     """Replace the whole list ``steps`` times (or until ``stop_file`` appears): new nodes, the
-    root switched, the old nodes freed, all in one batch each."""
-    with mp.Pager.open(path, sync=False) as p:
+    root switched, the old nodes freed, all in one batch each. ``sealed``: durably, the nodes
+    written with write_page and flushed (so that each commit's record vouches for them), and
+    every third version a node's unread tail rewritten in place after its commit, which
+    retires the record while readers may be reading it."""
+    with mp.Pager.open(path, sync=sealed) as p:
         (root,) = list(p.iter_allocated_protected_pages())
         old: list[mp.PageId] = []
         version = 0
@@ -147,11 +151,18 @@ def cow(path: str, length: int, steps: int, stop_file: str) -> None:
                 nodes = p.alloc_bulk(length)
                 for i, pid in enumerate(nodes):
                     nxt = int(nodes[i + 1]) if i + 1 < length else 0
-                    NODE.pack_into(p.get_page_mut(pid), 0, version, i, nxt)
+                    if sealed:
+                        p.write_page(pid, NODE.pack(version, i, nxt))
+                    else:
+                        NODE.pack_into(p.get_page_mut(pid), 0, version, i, nxt)
+                if sealed:
+                    p.flush(nodes)
                 with root.get_mut(p) as w:
                     ROOT.pack_into(w.page_mut(), 0, version, int(nodes[0]), length)
                 p.free_bulk(old)
                 old = nodes
+            if sealed and version % 3 == 0:
+                p.write_page(nodes[version % length], struct.pack("<Q", version), 512)
             sizes.append(p.page_count)
     print(json.dumps({"versions": version, "sizes": sizes[-200:] if sizes else []}))
 
@@ -190,8 +201,8 @@ if __name__ == "__main__":
         writer(path, args[0] == "1", args[1])
     elif role in ("hold", "refresh"):
         reader(path, role, int(args[0]), int(args[1]))
-    elif role == "cow":
-        cow(path, int(args[0]), int(args[1]), args[2])
+    elif role in ("cow", "sealed-cow"):
+        cow(path, int(args[0]), int(args[1]), args[2], role == "sealed-cow")
     elif role == "walk":
         walk(path, int(args[0]))
     elif role == "sleep":

@@ -119,6 +119,7 @@ LAYOUTS = {
     "TBL": (fmt.TABLE_HEADER, fmt.TableHeader),
     "TSLOT": (fmt.TABLE_SLOT, fmt.TableSlot),
     "UP": (fmt.UPGRADE, fmt.Upgrade),
+    "LST": (fmt.LISTED, fmt.Listed),
 }
 
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,8 +66,9 @@ def _workload(path: str, seed: int, page_size: int = 1024) -> list[mp.PageId]:
     return sorted(live)
 
 
-@pytest.mark.parametrize("page_size", [1024, 2048, 4096, 65536])
-def test_identical_bytes(tmp_path: Path, page_size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def _on_both_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Any) -> Any:
+    """``run(path)`` on each core: the files are byte-identical, and so are the results
+    (returned)."""
     from mappedpages import _files
 
     monkeypatch.setattr(_files, "new_file_id", lambda: b"F" * 16)  # the one random field
@@ -74,12 +76,70 @@ def test_identical_bytes(tmp_path: Path, page_size: int, monkeypatch: pytest.Mon
     for name in ("c", "python"):
         path = os.fspath(tmp_path / f"{name}.mp")
         with _backend.using(name):
-            live = _workload(path, 7, page_size)
+            result = run(path)
         with open(path, "rb") as f:
-            images[name] = (f.read(), live)
+            images[name] = (f.read(), result)
     assert images["c"][1] == images["python"][1]
     assert images["c"][0] == images["python"][0]
     check_ok(os.fspath(tmp_path / "c.mp"))
+    return images["c"][1]
+
+
+@pytest.mark.parametrize("page_size", [1024, 2048, 4096, 65536])
+def test_identical_bytes(tmp_path: Path, page_size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    _on_both_cores(tmp_path, monkeypatch, lambda path: _workload(path, 7, page_size))
+
+
+def _sealed_workload(path: str, seed: int, page_size: int) -> tuple[list[mp.PageId], int]:
+    """Copy-on-write steps whose pages are sealed (write_page, flushed in the batch), mixed
+    with pages written through views, batches rolled back, and sealed pages written again
+    (write_page and views, inside batches and out, before and after a reopen), durably."""
+    rng = random.Random(seed)
+    p = mp.Pager.create(path, page_size)
+    root = p.alloc_protected()
+    nodes = p.alloc_bulk(8)
+    vouched = 0  # batches whose record vouched for data pages
+    for step in range(60):
+        op = rng.random()
+        with contextlib.suppress(KeyError), p.batch():
+            new = p.alloc_bulk(rng.randint(1, 12))
+            for i, pid in enumerate(new):
+                if op < 0.2 and i == 0:
+                    p.get_page_mut(pid)[:8] = step.to_bytes(8, "little")  # viewed: flushed
+                else:
+                    p.write_page(pid, rng.randbytes(64), rng.randrange(page_size - 64))
+            p.flush(new)
+            if op < 0.3:
+                p.get_page_mut(new[-1])[:4] = b"late"  # viewed after its seal: flushed
+            with root.get_mut(p) as w:
+                w.page_mut()[:8] = int(new[0]).to_bytes(8, "little")
+            if op > 0.9:
+                raise KeyError("rolled back")
+            p.free_bulk(nodes)
+            nodes = new
+        vouched += bool(p._core.sealed_runs())
+        if 0.5 < op < 0.6:
+            p.write_page(nodes[0], b"in place")  # retires the record vouching for it
+        elif 0.6 < op < 0.7:
+            p.get_page_mut(nodes[-1])[:8] = b"in place"
+        elif 0.7 < op < 0.8:
+            with p.batch():
+                p.write_page(nodes[0], b"again")
+                p.flush(nodes[:1])
+        if step % 23 == 22:
+            p.close()
+            p = mp.Pager.open(path)
+    p.close()
+    return nodes, vouched
+
+
+@pytest.mark.parametrize("page_size", [1024, 4096, 65536])
+def test_identical_bytes_with_sealed_pages(
+    tmp_path: Path, page_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = lambda path: _sealed_workload(path, 5, page_size)  # noqa: E731
+    _nodes, vouched = _on_both_cores(tmp_path, monkeypatch, run)
+    assert vouched > 20, vouched  # a record vouched for data pages after most batches
 
 
 @pytest.mark.parametrize(("writer", "reader"), [("c", "python"), ("python", "c")])

@@ -154,7 +154,9 @@ def test_a_one_barrier_commit_cut_short_is_passed_over_and_erased(core: str, pat
             w.page_mut()[:3] = b"new"  # one barrier: the record lists the new content page
     slot, rec = _newest(path)
     assert rec.flags == fmt.FLAG_ONE_BARRIER and rec.listed == 1
-    (page, _crc) = fmt.LISTED.unpack_from(_read(path, (1 + slot) * 1024 + fmt.LISTED_OFFSET, 16))
+    (page, _crc, _run) = fmt.LISTED.unpack_from(
+        _read(path, (1 + slot) * 1024 + fmt.LISTED_OFFSET, 16)
+    )
     _patch(path, page * 1024, b"???")  # the content page did not land
     report = check_file(path, mp.crc32c)
     assert report.ok and any("did not all land" in n for n in report.notes)
@@ -167,7 +169,7 @@ def test_a_one_barrier_commit_cut_short_is_passed_over_and_erased(core: str, pat
 def test_damage_to_blocks_both_records_name_is_an_error(core: str, path: str) -> None:
     with mp.Pager.create(path, 1024) as p:
         before = p.alloc_bulk(9 * 2624)  # pages in ten bitmap leaves
-        p._core.checkpoint_now()  # more than 8 blocks: written before the record's barrier
+        p._core.checkpoint_now()  # a checkpoint
         p.free(before[0])  # a log-only commit on top: its record names the same trees
     _slot, rec = _newest(path)
     _patch(path, rec.bitmap_root * 1024 + 100, b"\xee")  # the trees' root
@@ -179,10 +181,11 @@ def test_damage_to_blocks_both_records_name_is_an_error(core: str, path: str) ->
 
 def test_damage_only_the_newest_commit_has_falls_back_with_a_warning(core: str, path: str) -> None:
     with mp.Pager.create(path, 1024) as p:
-        p.alloc_bulk(10)
+        p.alloc_bulk(40)
         p.alloc_bulk(9 * 2624)  # one log word: no checkpoint yet
+        p.free_bulk(list(p.iter_allocated_pages())[:40:2])  # holes one page wide
         before = list(p.iter_allocated_pages())
-        p._core.checkpoint_now()  # more than 8 blocks: two barriers
+        p._core.checkpoint_now()  # its blocks land in the holes, more than 8 runs: two barriers
     _slot, rec = _newest(path)
     assert not rec.flags and rec.checkpoint == rec.generation
     _patch(path, rec.bitmap_root * 1024 + 100, b"\xee")  # only this state has the new root

@@ -53,6 +53,7 @@ def test_c_module_is_in_use() -> None:
     """The installed package runs the C quick path (the pure stand-ins are tested below)."""
     assert mp.Pager.get_page is _views.Views.get_page
     assert mp.Pager.get_page_mut is _views.WritableViews.get_page_mut
+    assert mp.Pager.write_page is _views.WritableViews.write_page
     assert mp.PageId.__mro__[2] is _views.PageIdBase
     assert not hasattr(mp.ReadOnlyPager, "get_page_mut")
     assert not hasattr(mp.Snapshot, "get_page_mut")
@@ -88,6 +89,53 @@ def test_quick_path_answers_as_the_slow_one(core: str, tmp_path: Path) -> None:
         p.get_page(ids[1])
     with pytest.raises(mp.Unavailable):
         snap.get_page(ids[1])
+
+
+def test_write_pages_quick_path_writes_and_refuses_as_the_slow_one(
+    core: str, tmp_path: Path
+) -> None:
+    """write_page (C, pwrite) and _write_page (Python) on every page and every wrong argument,
+    data and offset: the same bytes land, or the same exception is raised; and a page the
+    record in force vouches for goes to the Python path, which retires the record first."""
+    path = os.fspath(tmp_path / "w.mp")
+    with mp.Pager.create(path, 1024) as p:
+        ids = p.alloc_bulk(3000)
+        p.alloc_protected_bulk(2)
+        p.free_bulk(ids[::5])
+        writes: list[tuple[object, object]] = [
+            (b"abc", 0), (b"abc", 1021), (b"abc", 1022), (b"", 1024), (b"x" * 1024, 0),
+            (b"x" * 1025, 0), (b"abc", -1), (b"abc", 2**70), (b"abc", 1.0), (b"abc", True),
+            (bytearray(b"ba"), 7), (memoryview(b"0123")[::2], 0), ("str", 0), (None, 0),
+        ]  # fmt: skip
+
+        mapping = p._core.mapping()
+        pristine = bytes(mapping)
+
+        def outcome(fn: Callable[..., None], pid: object, data: object, off: object) -> object:
+            mapping[:] = pristine  # the same start for both paths
+            try:
+                fn(pid, data, off)
+            except Exception as exc:
+                return type(exc)
+            return bytes(mapping) == pristine, bytes(p.get_page(pid))  # type: ignore[arg-type]
+
+        for arg in _every_argument(p)[::37] + _every_argument(p)[-6:]:
+            for data, off in writes:
+                quick = outcome(p.write_page, arg, data, off)
+                assert quick == outcome(p._write_page, arg, data, off), (arg, data, off)
+        p.write_page(ids[1], b"kw", offset=3)
+        assert bytes(p.get_page(ids[1])[3:5]) == b"kw"
+        with p.batch():
+            new = p.alloc_bulk(2)
+            for pid in new:
+                p.write_page(pid, b"sealed")
+            p.flush(new)
+        met: list[str] = []
+        p._core.set_barrier_hook(met.append)
+        p.write_page(ids[1], b"elsewhere")  # not vouched for: the quick path, no barrier
+        assert met == []
+        p.write_page(new[0], b"again")  # vouched for: retired first
+        assert met == ["retire"] and bytes(p.get_page(new[0])[:5]) == b"again"
 
 
 def test_a_reader_thread_waits_for_another_threads_batch_without_holding_the_gil(
@@ -206,10 +254,12 @@ def test_without_the_c_modules(tmp_path: Path) -> None:
             ids = p.alloc_bulk(3000)
             p.get_page_mut(ids[-1])[:2] = b"ok"
             assert bytes(p.get_page(ids[-1])[:2]) == b"ok"
+            p.write_page(ids[-2], b"copied", 3)
+            assert bytes(p.get_page(ids[-2])[3:9]) == b"copied"
             for arg, error in ((mp.PageId(0, 1024), mp.ReservedPage),
                                (mp.PageId(10**6, 1024), mp.OutOfBounds),
                                (mp.PageId(5, 2048), mp.PageSizeMismatch), (5, TypeError)):
-                for get in (p.get_page, p.get_page_mut):
+                for get in (p.get_page, p.get_page_mut, lambda x: p.write_page(x, b"")):
                     try:
                         get(arg)
                     except error:

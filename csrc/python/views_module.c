@@ -26,8 +26,11 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <unistd.h>
 
 /* The stable ABI's type slots pass functions as void * (PyType_Slot, PyType_GetSlot), which
  * ISO C does not define; every POSIX system does, so -Wpedantic's warning is waived for it. */
@@ -193,9 +196,15 @@ typedef struct {
     kind_fn fast_kind;    /* the C core's kind without waiting, and its argument */
     void *fast_core;
     PyObject *fast_owner; /* keeps fast_core's memory alive */
+    int watch;            /* _watch: get_page_mut always takes the slow path (the Pager then
+                             sees each writable view: sealed pages, pager.py) */
+    int vouched;          /* runs in vouched_runs (_set_vouched): write_page leaves their pages
+                             to the slow path, which retires the record first */
+    unsigned long long vouched_runs[16]; /* (first, count) pairs */
+    int write_fd;         /* _write_fd: the file write_page writes, 0 or -1: none */
 } Views;
 
-static PyObject *slow_names[2]; /* "_get_page", "_get_page_mut" */
+static PyObject *slow_names[3]; /* "_get_page", "_get_page_mut", "_write_page" */
 
 /* The kind of page `index` if it can be had now: negative otherwise (the slow path asks). */
 static int quick_kind(Views *self, PyObject *index_obj, uint64_t index) {
@@ -212,21 +221,30 @@ static int quick_kind(Views *self, PyObject *index_obj, uint64_t index) {
     return k < 0 || k > 3 ? -1 : (int)k;
 }
 
+/* The index of the page pid names if the quick path answers for it (a PageId of this page
+ * size below _n, not internal, inside mv), or -1. */
+static long long quick_index(Views *self, PyObject *pid, PyObject *mv) {
+    if (Py_TYPE(pid) != page_id_type || !mv) return -1;
+    PyObject *index_obj = PyTuple_GetItem(pid, 0), *ps_obj = PyTuple_GetItem(pid, 1);
+    if (!index_obj || !ps_obj) return -1;
+    if (PyLong_AsSsize_t(ps_obj) != self->ps) return -1;
+    unsigned long long index = PyLong_AsUnsignedLongLong(index_obj);
+    if (PyErr_Occurred() || index < FIRST_DATA_PAGE || index >= self->n) return -1;
+    if (index >= (unsigned long long)(PY_SSIZE_T_MAX / self->ps)) return -1;
+    int kind = quick_kind(self, index_obj, index);
+    if (kind < 0 || kind == KIND_INTERNAL) return -1;
+    return (long long)index;
+}
+
 static PyObject *view(Views *self, PyObject *pid, int writable) {
     PyObject *mv = writable ? self->rw : self->ro;
-    if (Py_TYPE(pid) != page_id_type || !mv) goto slow;
-    PyObject *index_obj = PyTuple_GetItem(pid, 0), *ps_obj = PyTuple_GetItem(pid, 1);
-    if (!index_obj || !ps_obj) goto slow;
-    if (PyLong_AsSsize_t(ps_obj) != self->ps) goto slow;
-    unsigned long long index = PyLong_AsUnsignedLongLong(index_obj);
-    if (PyErr_Occurred() || index < FIRST_DATA_PAGE || index >= self->n) goto slow;
-    if (index >= (unsigned long long)(PY_SSIZE_T_MAX / self->ps)) goto slow;
-    int kind = quick_kind(self, index_obj, index);
-    if (kind < 0 || kind == KIND_INTERNAL) goto slow;
+    if (writable && self->watch) goto slow;
+    long long index = quick_index(self, pid, mv);
+    if (index < 0) goto slow;
     /* the pure core's kind() is Python code, which lets other threads run (a remap, a close):
      * the views are read again, and held while sliced */
     mv = writable ? self->rw : self->ro;
-    if (!mv || index >= self->n) goto slow;
+    if (!mv || (unsigned long long)index >= self->n) goto slow;
     Py_INCREF(mv);
     Py_ssize_t start = (Py_ssize_t)index * self->ps, len = PyObject_Length(mv);
     PyObject *page = len >= 0 && start <= len - self->ps ? PySequence_GetSlice(mv, start, start + self->ps) : NULL;
@@ -239,6 +257,77 @@ slow:
 
 static PyObject *get_page(PyObject *self, PyObject *pid) { return view((Views *)self, pid, 0); }
 static PyObject *get_page_mut(PyObject *self, PyObject *pid) { return view((Views *)self, pid, 1); }
+
+/* write_page(pid, data, offset=0): the copy, with pwrite(2), when the quick path answers for
+ * the page and no record in force vouches for data pages; the Pager's _write_page otherwise
+ * (the errors, the retirement). */
+static PyObject *write_page(PyObject *op, PyObject *args, PyObject *kwargs) {
+    Views *self = (Views *)op;
+    static char *kwlist[] = {"pid", "data", "offset", NULL};
+    PyObject *pid, *data, *offset_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:write_page", kwlist, &pid, &data, &offset_obj)) return NULL;
+    Py_ssize_t offset = 0;
+    if (self->write_fd <= 0) goto slow; /* 0: never set (a new object) */
+    if (offset_obj && (!PyLong_CheckExact(offset_obj) || (offset = PyLong_AsSsize_t(offset_obj)) < 0)) goto slow;
+    long long index = quick_index(self, pid, self->rw);
+    if (index < 0) goto slow;
+    for (int i = 0; i < self->vouched; i++) {
+        unsigned long long first = self->vouched_runs[2 * i], count = self->vouched_runs[2 * i + 1];
+        if ((unsigned long long)index >= first && (unsigned long long)index - first < count) goto slow;
+    }
+    /* bytes and bytearray here (the stable ABI of 3.10 has no buffer protocol); any other
+     * buffer through the slow path */
+    const char *buf;
+    Py_ssize_t len;
+    if (PyBytes_CheckExact(data)) {
+        buf = PyBytes_AsString(data);
+        len = PyBytes_Size(data);
+    } else if (PyByteArray_CheckExact(data)) {
+        buf = PyByteArray_AsString(data);
+        len = PyByteArray_Size(data);
+    } else {
+        goto slow;
+    }
+    if (!buf || len < 0 || offset > self->ps || len > self->ps - offset) goto slow;
+    /* a bytearray may not change while the GIL is held: nothing here releases it */
+    ssize_t w = pwrite(self->write_fd, buf, (size_t)len, (off_t)(index * self->ps + offset));
+    if (w < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    if (w != len) return PyErr_Format(PyExc_OSError, "a short write to page %lld", index);
+    Py_RETURN_NONE;
+slow:
+    PyErr_Clear();
+    PyObject *zero = NULL;
+    if (!offset_obj) offset_obj = zero = PyLong_FromLong(0);
+    if (!offset_obj) return NULL;
+    PyObject *r = PyObject_CallMethodObjArgs(op, slow_names[2], pid, data, offset_obj, NULL);
+    Py_XDECREF(zero);
+    return r;
+}
+
+/* _set_vouched(runs): the (first, count) runs the record in force vouches for, at most 8. */
+static PyObject *set_vouched(PyObject *op, PyObject *runs) {
+    Views *self = (Views *)op;
+    Py_ssize_t n = PySequence_Size(runs);
+    if (n < 0) return NULL;
+    unsigned long long v[16];
+    int ok = n <= 8;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *pair = PySequence_GetItem(runs, i);
+        ok = pair && PyTuple_Check(pair) && PyTuple_Size(pair) == 2;
+        for (int k = 0; ok && k < 2; k++) {
+            v[2 * i + k] = PyLong_AsUnsignedLongLong(PyTuple_GetItem(pair, k));
+            ok = !PyErr_Occurred();
+        }
+        Py_XDECREF(pair);
+    }
+    if (!ok) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "_set_vouched: at most 8 (first, count) pairs");
+        return NULL;
+    }
+    memcpy(self->vouched_runs, v, (size_t)n * 2 * sizeof v[0]);
+    self->vouched = (int)n;
+    Py_RETURN_NONE;
+}
 
 /* _set_fast_kind(function_address, core_address, owner): the C core's kind without waiting;
  * (0, 0, None) takes it away. */
@@ -298,6 +387,8 @@ static PyMemberDef views_members[] = {
     {"_n", T_ULONGLONG, offsetof(Views, n), 0, "A page count no larger than the core's."},
     {"_ps", T_PYSSIZET, offsetof(Views, ps), 0, "The page size."},
     {"_ro", T_OBJECT_EX, offsetof(Views, ro), 0, "Read-only view of the mapping."},
+    {"_watch", T_INT, offsetof(Views, watch), 0, "Whether get_page_mut always asks _get_page_mut."},
+    {"_write_fd", T_INT, offsetof(Views, write_fd), 0, "The file write_page writes (-1: none)."},
     {"_rw", T_OBJECT_EX, offsetof(Views, rw), 0, "Writable view of the mapping."},
     {"_kind", T_OBJECT_EX, offsetof(Views, kind), 0, "The core's kind(page)."},
     {NULL, 0, 0, 0, NULL},
@@ -320,6 +411,13 @@ static PyMethodDef writable_methods[] = {
      "get_page_mut($self, pid, /)\n--\n\n"
      "Writable ``memoryview`` of ``page_size`` bytes into the mapping; ``flush`` makes what\n"
      "is written durable. Raises as ``get_page`` does."},
+    {"write_page", (PyCFunction)(void (*)(void))write_page, METH_VARARGS | METH_KEYWORDS,
+     "write_page($self, /, pid, data, offset=0)\n--\n\n"
+     "Copy ``data`` (any bytes-like object) into the data page ``pid`` at ``offset``; see\n"
+     "docs/API.md. A page a batch allocated and wrote with write_page only is sealed by the\n"
+     "batch's flush(ids): the batch's record vouches for it, and the commit takes one\n"
+     "barrier. Raises as get_page_mut does, and ValueError when data does not fit."},
+    {"_set_vouched", set_vouched, METH_O, "The (first, count) runs write_page leaves to _write_page."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -399,8 +497,9 @@ PyMODINIT_FUNC PyInit__views(void) {
     kind_tags[KIND_PROTECTED] = PyLong_FromLong(KIND_PROTECTED);
     slow_names[0] = PyUnicode_InternFromString("_get_page");
     slow_names[1] = PyUnicode_InternFromString("_get_page_mut");
+    slow_names[2] = PyUnicode_InternFromString("_write_page");
     tuple_base = PyTuple_Pack(1, (PyObject *)&PyTuple_Type);
-    if (!kind_tags[0] || !kind_tags[1] || !slow_names[0] || !slow_names[1] || !tuple_base) goto fail;
+    if (!kind_tags[0] || !kind_tags[1] || !slow_names[0] || !slow_names[1] || !slow_names[2] || !tuple_base) goto fail;
     if (add_type(m, "PageIdBase", &page_spec, tuple_base, &page_base) < 0) goto fail;
     if (add_type(m, "ProtectedPageIdBase", &protected_spec, tuple_base, &protected_base) < 0) goto fail;
     if (add_type(m, "Views", &views_spec, NULL, &views) < 0) goto fail;

@@ -143,6 +143,21 @@ class Core(Reading, Protocol):
         """Make writes through views durable: all pages, or just ``pages`` (validated), in one
         barrier."""
 
+    def seal(self, pages: Sequence[int]) -> None:
+        """``flush`` for pages that nothing but copying writes reached since the open batch
+        allocated them: the batch's record may list them, and they stay sealed until a later
+        record is in force (docs/FORMAT.md, "Sealed pages")."""
+
+    def retire(self, page: int, viewing: bool) -> None:
+        """Before ``page`` is written (through a view: ``viewing``): retire the record in
+        force if it lists the page; a page the open batch sealed and now views is flushed
+        instead. The hook, if any, sees ``"retire"`` before the copy's barrier."""
+
+    def sealed_runs(self) -> list[tuple[int, int]]:
+        """The runs ``(first, count)`` the record in force lists, or ``[]`` when none holds
+        a data page: writing a page of them takes ``retire`` first."""
+        ...
+
     def snapshot(self) -> SnapshotCore:
         """A snapshot of the last commit, registered so that this writer keeps it whole."""
 

@@ -381,6 +381,28 @@ class CCore:
             return
         self._check(lib.mp_flush_pages(self._c, _u64s(pages), len(pages)))
 
+    def seal(self, pages: Sequence[int]) -> None:
+        self._live()
+        self._check(lib.mp_seal_pages(self._c, _u64s(pages), len(pages)))
+
+    def retire(self, page: int, viewing: bool) -> None:
+        if page < 0:
+            raise OutOfBounds(f"page {page} is beyond the file")
+        r = self._check(lib.mp_retire(self._c, page, viewing))
+        if r == 2:  # manual: the hook's turn before the copy's barrier
+            try:
+                assert self._hook is not None
+                self._hook("retire")
+            except BaseException:
+                lib.mp_poison(self._c)
+                raise
+            self._check(lib.mp_retire_sync(self._c))
+
+    def sealed_runs(self) -> list[tuple[int, int]]:
+        out = ffi.new("uint64_t[]", 2 * fmt.LISTED_MAX)
+        n = self._check(lib.mp_sealed_runs(self._c, out))
+        return [(out[2 * i], out[2 * i + 1]) for i in range(n)]
+
     def snapshot(self) -> CSnapshot:
         while True:
             view = self.mapping()  # the snapshot reads this mapping, which it keeps alive

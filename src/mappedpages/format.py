@@ -28,7 +28,9 @@ MIN_PAGE_COUNT = 4  # the reserved pages and one more: the smallest state
 GROW_MIN_STEP = 16
 GROW_CAP_BYTES = 1 << 30
 ONE_BARRIER_MAX_PAGE = 65536
-LISTED_MAX = 8  # pages a one-barrier record lists
+LISTED_MAX = 8  # entries a one-barrier record lists: runs of pages
+LISTED_PAGES = 256  # pages those runs hold at most, so that opening reads little
+RUN_LIMIT = 1 << 32  # pages one listed run may hold
 MAX_HEIGHT = 8
 PAGE_LIMIT = 1 << 48  # page numbers (and slots) fit in 48 bits
 GENERATION_LIMIT = 1 << 60  # generations fit in a log word's 60 bits
@@ -94,7 +96,17 @@ class Record(NamedTuple):
 RECORD = struct.Struct("<4sIQQQQQQQQIBBBBQIII28x")
 RECORD_CRC_FROM = 8  # record_crc covers [8, LISTED_OFFSET + 16 * listed)
 LISTED_OFFSET = 128
-LISTED = struct.Struct("<QI4x")  # page, CRC32C of its P bytes
+LISTED = struct.Struct("<QII")  # a run of pages: its first, the CRC32C of its bytes, length - 1
+
+
+class Listed(NamedTuple):
+    """A listed entry: pages ``[page, page + run + 1)`` held bytes whose CRC32C is ``crc``."""
+
+    page: int
+    crc: int
+    run: int  # pages in the run, less one
+
+
 LOG_OFFSET = 256
 FLAG_ONE_BARRIER = 1
 
@@ -354,7 +366,7 @@ class RecordSlot(NamedTuple):
     number: int  # 0 or 1
     page: int
     header: Record | None
-    listed: tuple[tuple[int, int], ...]
+    listed: tuple[tuple[int, int, int], ...]  # (page, crc, run) entries
     log: bytes
     why: str  # why it is not well formed ("" when it is; "empty" for an all-zero slot)
     raw: bytes = b""  # the block as read
@@ -412,10 +424,13 @@ def landed(
     """Whether every page a one-barrier record lists holds what its commit wrote."""
     rec = slot.header
     assert rec is not None
-    for page, crc in slot.listed:
-        if not RESERVED_PAGES <= page < rec.page_count:
+    for page, crc, run in slot.listed:
+        if not RESERVED_PAGES <= page < rec.page_count or run >= rec.page_count - page:
             return False
-        if crc32c(read(page * page_size, page_size)) != crc:
+        got = 0
+        for k in range(page, page + run + 1):  # page by page: a forged run reads the file once
+            got = crc32c(read(k * page_size, page_size), got)
+        if got != crc:
             return False
     return True
 
@@ -436,9 +451,11 @@ def in_force(
     """
     good: list[RecordSlot] = []
     passed: list[RecordSlot] = []
+    # newest first; of two records of one generation (a retired record and its copy), the
+    # one that lists nothing
     for slot in sorted(
         (s for s in slots if s.header is not None),
-        key=lambda s: s.header.generation,  # type: ignore[union-attr]
+        key=lambda s: (s.header.generation, not s.header.listed),  # type: ignore[union-attr]
         reverse=True,
     ):
         rec = slot.header

@@ -64,11 +64,14 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         "_batch_thread",
         "_fd",
         "_free_checks",
+        "_sealed",
+        "_sealing",
         "_serial",
         "_serials",
         "_table",
         "_then",
         "_undo",
+        "_viewed",
     )
     _made_by = "Pager.create(path, ...) or Pager.open(path, ...)"
 
@@ -78,6 +81,10 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
     _batch_thread: int  # the thread whose batch is open (0: none)
     # what state kept beside the file (SubPageAllocator) runs when the batch commits or aborts
     _then: list[Callable[[], None]]
+    # pages given out as writable views inside the open batch: never sealed by its flushes
+    _viewed: set[int]
+    _sealing: set[int]  # pages the open batch's flushes asked the core to seal
+    _sealed: list[tuple[int, int]]  # runs (first, count) the record in force vouches for
     _undo: list[Callable[[], None]]
     _serial: int
     # protected slot -> (serial of its allocation, writes committed since): a writer made
@@ -187,6 +194,7 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         self._batch_thread = 0
         self._free_checks = []
         self._table = None
+        self._viewed = set()
         try:
             mode = os.fstat(fd).st_mode
             self._table = ReaderTable.open(path, core.file_id, mode, writer=True)
@@ -199,10 +207,14 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             os.close(fd)
             raise
         self._setup(core, path)
+        self._sealing = set()
+        self._batch_over()
+        self._write_fd = fd
         return self
 
     def _closing(self, core: Any) -> None:
         self._batch_depth = 0
+        self._write_fd = -1
         try:
             core.close()
         finally:
@@ -212,6 +224,7 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             os.close(self._fd)
 
     def _forked(self) -> None:
+        self._write_fd = -1
         close_inherited(self._fd, *((self._table.fd,) if self._table is not None else ()))
         self._table = None
 
@@ -293,8 +306,45 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         return bool(self._core.kind(pid[0]) == DATA)
 
     def _get_page_mut(self, pid: PageId) -> memoryview:
-        """``get_page_mut`` for what its quick path (views.py) leaves, as ``_get_page``."""
-        return self._view(self._data_index(pid), writable=True)
+        """``get_page_mut`` for what its quick path (views.py) leaves, as ``_get_page``; and
+        every call while ``_watch`` is set (a batch is open, or the record in force vouches
+        for data pages), so that a page is never sealed while a view of it may write it."""
+        index = self._data_index(pid)
+        view = self._view(index, writable=True)
+        if self._batch_thread == threading.get_ident():
+            self._viewed.add(index)
+            if index in self._sealing:  # sealed by a flush before: the commit flushes it
+                self._sealing.discard(index)
+                self._core.retire(index, True)
+        self._retire(index)
+        return view
+
+    def _write_page(self, pid: PageId, data: Any, offset: int) -> None:
+        """``write_page`` for what its quick path (views.py) leaves: the checks and errors,
+        and the retirement of a record that vouches for the page (docs/API.md: the page
+        cache is the mapping's, and a pwrite lands where a view's write would, without the
+        write fault a clean mapped page takes)."""
+        index = self._data_index(pid)
+        self._view(index, writable=True)  # the mapping covers the page (remapped if not)
+        src = memoryview(data).cast("B")
+        ps = self._ps
+        if type(offset) is not int or not 0 <= offset <= ps - len(src):
+            raise ValueError(
+                f"{len(src)} bytes at offset {offset!r} do not fit in a page of {ps} bytes"
+            )
+        self._retire(index)
+        if os.pwrite(self._fd, src, index * ps + offset) != len(src):
+            raise OSError(f"a short write to page {index}")
+
+    def _retire(self, index: int) -> None:
+        """Before page ``index`` is written: a record in force that vouches for it is retired
+        (docs/FORMAT.md, "Sealed pages")."""
+        for first, n in self._sealed:
+            if first <= index < first + n:
+                with self._lock:  # after another thread's batch: what it seals is watched
+                    self._core.retire(index, False)
+                    self._batch_over(in_batch=bool(self._batch_depth))
+                return
 
     def add_free_check(self, check: Callable[[int], bool]) -> None:
         """Make ``free`` and ``free_bulk`` raise ``PageInUse`` for a page whose index
@@ -482,6 +532,9 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             self._core.begin()
             self._batch_doomed = False
             self._batch_thread = threading.get_ident()
+            self._viewed.clear()
+            self._sealing.clear()
+            self._watch = 1
         self._batch_depth += 1
 
     def _end_batch(self, failed: bool) -> None:
@@ -519,10 +572,21 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         self._rolled_back()
 
     def _batch_committed(self) -> None:
+        self._batch_over()
         self._undo.clear()
         then, self._then = self._then, []
         for fn in then:
             fn()
+
+    def _batch_over(self, in_batch: bool = False) -> None:
+        """What the views watch once a batch is over (or a record retired): the runs the
+        record in force vouches for."""
+        if not in_batch:
+            self._viewed.clear()
+            self._sealing.clear()
+        self._sealed = self._core.sealed_runs()
+        self._watch = int(in_batch or bool(self._sealed))
+        self._set_vouched(self._sealed)
 
     def _abort(self) -> None:
         """Return to the last committed state: the core's, then what was registered with
@@ -535,6 +599,7 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         """What the Python side keeps follows the core back to the last commit."""
         with suppress(MappedPageError):  # a core that refuses all use has no page count
             self._n = self._core.page_count
+            self._batch_over()
         self._version += 1
         self._then.clear()
         undo, self._undo = self._undo, []
@@ -555,8 +620,22 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         with self._lock:
             if ids is None:
                 self._core.flush(None)
-            else:
-                self._core.flush([self._data_index(pid) for pid in ids])
+                return
+            ps = self._ps
+            indices: list[int] = []
+            for pid in ids:  # the core checks the indices
+                if type(pid) is not PageId or pid[1] != ps:
+                    raise wrong_handle(pid, PageId)
+                indices.append(pid[0])
+            if self._batch_thread != threading.get_ident():
+                self._core.flush(indices)
+                return
+            viewed = self._viewed  # the others may be sealed (write_page)
+            sealing = [i for i in indices if i not in viewed]
+            self._core.seal(sealing)
+            self._sealing.update(sealing)
+            if len(sealing) < len(indices):
+                self._core.flush([i for i in indices if i in viewed])
 
     def shrink(self) -> int:
         """Give the free pages at the end of the file back to the file system: the page count

@@ -129,6 +129,7 @@ class PageReader(Views):
         self._ps = core.page_size
         self._version = 0
         self._n = core.page_count
+        self._watch = 0
         self._remap()
         _live.add(self)
 

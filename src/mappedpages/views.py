@@ -27,7 +27,7 @@ except ImportError:  # built without a C compiler
 class PyViews:
     """``Views`` in Python."""
 
-    __slots__ = ("_kind", "_n", "_ps", "_ro", "_rw")
+    __slots__ = ("_kind", "_n", "_ps", "_ro", "_rw", "_watch", "_write_fd")
 
     # A page count no larger than the core's: page counts only grow, except on rollback and
     # shrink, which refresh it (a shrink zeroes it first, as closing and forking do). Checking
@@ -37,6 +37,8 @@ class PyViews:
     _ro: memoryview
     _rw: memoryview
     _kind: Any  # the core's kind(), as directly as the core offers it (see _core_api.Reading)
+    _watch: int  # nonzero: get_page_mut always asks _get_page_mut (the Pager's sealed pages)
+    _write_fd: int  # the file write_page writes (the C type's quick path only)
 
     def get_page(self, pid: PageId) -> memoryview:
         """Read-only ``memoryview`` of ``page_size`` bytes, straight into the mapping.
@@ -73,10 +75,23 @@ class PyWritableViews(PyViews):
     def get_page_mut(self, pid: PageId) -> memoryview:
         """Writable ``memoryview`` of ``page_size`` bytes into the mapping; ``flush`` makes what
         is written durable. Raises as ``get_page`` does."""
-        view = _quick(self, pid, self._rw)
+        view = None if self._watch else _quick(self, pid, self._rw)
         return self._get_page_mut(pid) if view is None else view
 
+    def write_page(self, pid: PageId, data: Any, offset: int = 0) -> None:
+        """Copy ``data`` (any bytes-like object) into the data page ``pid`` at ``offset``;
+        see docs/API.md. A page a batch allocated and wrote with write_page only is sealed by
+        the batch's flush(ids): the batch's record vouches for it, and the commit takes one
+        barrier. Raises as get_page_mut does, and ValueError when data does not fit."""
+        self._write_page(pid, data, offset)
+
+    def _set_vouched(self, runs: list[tuple[int, int]]) -> None:
+        """The runs the C type's write_page leaves to ``_write_page``: this one leaves all."""
+
     def _get_page_mut(self, pid: PageId) -> memoryview:
+        raise NotImplementedError  # the Pager's
+
+    def _write_page(self, pid: PageId, data: Any, offset: int) -> None:
         raise NotImplementedError  # the Pager's
 
 

@@ -92,6 +92,10 @@ def kind(c: State, page: int) -> int:
     return INTERNAL if get_bit(c.internal, page) else DATA
 
 
+def is_data(c: State, page: int) -> bool:
+    return page < c.counts.n and is_used(c, page) and not get_bit(c.internal, page)
+
+
 def check_freeable(c: State, page: int) -> None:
     c.check_page(page)
     if page in c.reserved or get_bit(c.internal, page):
@@ -372,3 +376,4 @@ def clear_commit(c: State) -> None:
     c.cut = False
     c.flush_lo = c.flush_hi = 0
     c.flush_everything = False
+    c.sealed.clear()

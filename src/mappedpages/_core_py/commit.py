@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 
 from .. import format as fmt
 from . import alloc, checkpoint, log, shrink, sync
@@ -30,7 +31,8 @@ _OS_PAGE = mmap.PAGESIZE
 def pending(c: State) -> bool:
     """Whether there is anything to commit (a batch that only flushed commits too: its commit
     is what makes the data durable)."""
-    return c.words_start >= 0 or c.grew or c.forced or bool(c.flush_hi) or c.flush_everything
+    flushed = bool(c.flush_hi) or c.flush_everything or bool(c.sealed)
+    return c.words_start >= 0 or c.grew or c.forced or flushed
 
 
 def commit(c: State) -> None:
@@ -72,12 +74,33 @@ def write_step(c: State) -> bool:
         checkpoint.write(c)
     if c.cut:  # a shrink: after the checkpoint has placed its blocks
         shrink.cut(c)
-    written = set(c.staged) | set(c.blocks)
-    # a batch's flushed data pages are never listed: the user may write them in place after
-    # the commit, and a listed page that changed would make the record look cut short
+    runs, pages = listing(c)
+    # data pages flushed by a plain flush are never listed: the user may write them in place
+    # after the commit, and a listed page that changed would make the record look cut short;
+    # sealed ones are listed, and retired before anything writes them (PyCore.retire)
     flushed = bool(c.flush_hi) or c.flush_everything
-    allowed = fmt.one_barrier_allowed(c.ps) and len(written) <= fmt.LISTED_MAX
-    return not c.grew and not flushed and allowed
+    allowed = fmt.one_barrier_allowed(c.ps) and len(runs) <= fmt.LISTED_MAX
+    return not c.grew and not flushed and allowed and pages <= fmt.LISTED_PAGES
+
+
+def written(c: State) -> list[int]:
+    """The pages this commit wrote besides its record, and the sealed pages that are still
+    data pages, ascending and each once."""
+    pages = set(c.staged) | set(c.blocks)
+    pages.update(p for p in c.sealed if alloc.is_data(c, p))
+    return sorted(pages)
+
+
+def listing(c: State) -> tuple[list[tuple[int, int]], int]:
+    """Those pages as runs of consecutive pages, (first, count); and how many pages."""
+    pages = written(c)
+    runs: list[tuple[int, int]] = []
+    for p in pages:
+        if runs and runs[-1][0] + runs[-1][1] == p and runs[-1][1] < fmt.RUN_LIMIT:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((p, 1))
+    return runs, len(pages)
 
 
 def _spans(c: State, pages: list[int]) -> list[tuple[int, int]]:
@@ -94,7 +117,7 @@ def sync1_step(c: State) -> None:
     if c.grew or c.flush_everything:
         os.fdatasync(c.fd)
         return
-    spans = _spans(c, c.staged + c.blocks) + flushed
+    spans = _spans(c, c.staged + c.blocks + c.sealed) + flushed
     if spans:
         msync(c, spans)
 
@@ -105,8 +128,9 @@ def flip_step(c: State, single: bool) -> None:
     listed = b""
     if single:
         ps, mm = c.ps, c.mm
-        pages = sorted(set(c.staged) | set(c.blocks))
-        listed = b"".join(fmt.LISTED.pack(p, crc32c(mm[p * ps : (p + 1) * ps])) for p in pages)
+        listed = b"".join(
+            fmt.LISTED.pack(p, crc32c(mm[p * ps : (p + n) * ps]), n - 1) for p, n in listing(c)[0]
+        )
     broot, bcrc = c.bitmap.root()
     droot, dcrc = c.directory.root()
     rec = fmt.Record(
@@ -127,7 +151,7 @@ def sync2_step(c: State, single: bool) -> None:
     page = c.record_pages[1 - c.rec]
     spans = [(page * c.ps, c.geo.block)]
     if single:
-        spans += _spans(c, c.staged + c.blocks)
+        spans += _spans(c, c.staged + c.blocks + c.sealed)
     barrier(c, "barrier2", spans)
 
 
@@ -154,8 +178,49 @@ def sync_flushed(c: State) -> None:
     """Make what the open batch flushed durable (a rollback's, a sync=False commit's)."""
     if c.flush_everything:
         os.fdatasync(c.fd)
-    elif c.flush_hi:
-        msync(c, [(c.flush_lo, c.flush_hi - c.flush_lo)])
+        return
+    spans = _spans(c, c.sealed) + ([(c.flush_lo, c.flush_hi - c.flush_lo)] if c.flush_hi else [])
+    if spans:
+        msync(c, spans)
+
+
+def runs_in_force(c: State) -> list[tuple[int, int]]:
+    """The runs the record in force lists, (first, count): while it is in force, the state is
+    only whole while they hold what its commit wrote."""
+    at = c.record_pages[c.rec] * c.ps
+    rec = fmt.Record(*fmt.RECORD.unpack_from(c.mm, at))
+    if not rec.flags & fmt.FLAG_ONE_BARRIER:
+        return []
+    entries = (
+        fmt.LISTED.unpack_from(c.mm, at + fmt.LISTED_OFFSET + 16 * i)
+        for i in range(min(rec.listed, fmt.LISTED_MAX))
+    )
+    return [(first, run + 1) for first, _crc, run in entries]
+
+
+def listed_in_force(c: State, page: int) -> bool:
+    return any(first <= page < first + n for first, n in runs_in_force(c))
+
+
+def retire_write(c: State) -> None:
+    """Retire the record in force before a page it lists is written: the same record, listing
+    nothing, into the other slot, which is then the one in force (the same state and
+    generation; of two records of one generation the one that lists nothing is in force). The
+    slot it overwrites held the state before, which nothing needs once this copy is durable."""
+    ps, block = c.ps, c.geo.block
+    at, to = c.record_pages[c.rec] * ps, c.record_pages[1 - c.rec] * ps
+    raw = bytearray(c.mm[at : at + block])
+    rec = fmt.Record(*fmt.RECORD.unpack_from(raw, 0))._replace(flags=0, listed=0, crc=0)
+    fmt.RECORD.pack_into(raw, 0, *rec)
+    raw[fmt.LISTED_OFFSET : fmt.LOG_OFFSET] = bytes(fmt.LOG_OFFSET - fmt.LISTED_OFFSET)
+    struct.pack_into("<I", raw, 4, crc32c(bytes(raw[fmt.RECORD_CRC_FROM : fmt.LISTED_OFFSET])))
+    c.mm[to : to + block] = raw
+    c.rec = 1 - c.rec
+
+
+def retire_sync(c: State) -> None:
+    """Always synced, even with sync=False: the record it retires was durable."""
+    msync(c, [(c.record_pages[c.rec] * c.ps, c.geo.block)])
 
 
 def msync(c: State, spans: list[tuple[int, int]]) -> None:

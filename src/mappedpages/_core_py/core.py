@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 
 from .. import format as fmt
 from .._v1 import V1State
-from ..errors import CorruptMetadata, DoubleFree
+from ..errors import CorruptMetadata, DoubleFree, ReservedPage
 from . import alloc, commit, directory, pending, shrink
 from .crc import crc32c
 from .open import map_file, open_file, upgrade
 from .snapshot import Snapshot
-from .state import State
+from .state import State, get_bit
 
 T = TypeVar("T")
 
@@ -335,18 +335,31 @@ class PyCore:
             return view if c.writable else view.toreadonly()
 
     def flush(self, pages: Sequence[int] | None = None) -> None:
+        self._flush(pages, seal=False)
+
+    def seal(self, pages: Sequence[int]) -> None:
+        """``flush`` for pages that nothing but copying writes reached since the open batch
+        allocated them: its record may list them (alloc.c's mp_seal_pages)."""
+        self._flush(pages, seal=True)
+
+    def _flush(self, pages: Sequence[int] | None, seal: bool) -> None:
         with self._lock:
             c = self._c
             c.live()
             for page in pages or ():
                 c.check_page(page)
+                if page in c.reserved or get_bit(c.internal, page):
+                    raise ReservedPage(f"page {page} is internal to the file format")
             if c.in_batch:  # the batch's commit makes them durable, in its first barrier
                 if pages is None:
                     c.flush_everything = True
-                elif pages:
-                    lo, hi = min(pages) * c.ps, (max(pages) + 1) * c.ps
-                    c.flush_lo = min(lo, c.flush_lo) if c.flush_hi else lo
-                    c.flush_hi = max(hi, c.flush_hi)
+                    return
+                seal = seal and c.sync
+                sealed = [p for p in pages if seal and p in c.born and alloc.is_data(c, p)]
+                c.sealed += sealed
+                rest = [p for p in pages if p not in sealed] if sealed else pages
+                if rest:
+                    self._flush_span(min(rest) * c.ps, (max(rest) + 1) * c.ps)
                 return
             if c.hook is not None:
                 c.hook("flush")
@@ -354,6 +367,41 @@ class PyCore:
                 os.fdatasync(c.fd)
             elif pages:  # one msync over the pages' span: one barrier however many pages
                 commit.msync(c, [(p * c.ps, c.ps) for p in pages])
+
+    def _flush_span(self, lo: int, hi: int) -> None:
+        c = self._c
+        c.flush_lo = min(lo, c.flush_lo) if c.flush_hi else lo
+        c.flush_hi = max(hi, c.flush_hi)
+
+    def retire(self, page: int, viewing: bool) -> None:
+        """Before ``page`` is written (through a view, ``viewing``): retire the record in force
+        if it lists the page; a page the open batch sealed and now views is flushed instead
+        (alloc.c's mp_retire)."""
+        with self._lock:
+            c = self._c
+            c.writer()
+            if viewing and c.in_batch and page in c.sealed:
+                c.sealed = [p for p in c.sealed if p != page]
+                self._flush_span(page * c.ps, (page + 1) * c.ps)
+            if not commit.listed_in_force(c, page):
+                return
+            try:
+                commit.retire_write(c)
+                if c.hook is not None:
+                    c.hook("retire")
+                commit.retire_sync(c)
+            except BaseException:
+                c.poisoned = True  # which slot landed is unknown now
+                raise
+
+    def sealed_runs(self) -> list[tuple[int, int]]:
+        """The runs the record in force lists, or none when they hold no data page."""
+        with self._lock:
+            c = self._c
+            c.live()
+            runs = commit.runs_in_force(c)
+            data = any(alloc.is_data(c, p) for first, n in runs for p in range(first, first + n))
+            return runs if data else []
 
     def snapshot(self) -> Snapshot:
         """A snapshot of the last commit, registered so that the writer keeps it whole."""

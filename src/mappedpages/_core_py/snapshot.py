@@ -369,18 +369,19 @@ def newest(
         # read after
         header.size = fmt.file_size(fd)
         try:
-            good, _ = fmt.in_force(
+            good, passed = fmt.in_force(
                 slots, geo.page_size, header.size, lambda off, n: os.pread(fd, n, off), crc32c
             )
             failure = None
         except CorruptMetadata as exc:
-            good, failure = [], exc
-        if good:
+            good, passed, failure = [], [], exc
+        if good and not passed:
             break
         # A shrink cuts the file only once the record of the smaller size is durable, so a
         # size taken after that cut, with records read before it, is too small for the newest
-        # record read; and the pages a record lists may be reused once two commits followed
-        # it. Either way the records have changed since. If not, it was truncated or damaged.
+        # record read; and the pages a record lists may be written once a record after it, or
+        # its retired copy, is in force. Either way the records have changed since. If not,
+        # it was truncated or damaged, or the record passed over was cut short.
         if [s.raw for s in read_slots(fd, header, geo)] == [s.raw for s in slots]:
             if failure is not None:
                 raise failure

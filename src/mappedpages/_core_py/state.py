@@ -107,6 +107,9 @@ class State:
         # rollback, at once): the byte span of flush(ids), and whether flush() of everything
         self.flush_lo = self.flush_hi = 0  # flush_hi 0: none
         self.flush_everything = False
+        # pages the open batch allocated and flushed that nothing but a copying write reached
+        # (PyCore.seal): its record may list them, and the commit take one barrier
+        self.sealed: list[int] = []
         self.next_log_crc = 0
 
         # snapshots: generation -> count, in this process; the reader table of other ones
