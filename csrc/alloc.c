@@ -474,6 +474,17 @@ int mp_kind_try(mp_core *c, uint64_t page) {
     return r;
 }
 
+int mp_write_try(mp_core *c, uint64_t page) {
+    if (pthread_mutex_trylock(&c->lock) != 0) return -1;
+    int r = -1;
+    int waits = c->in_batch && !pthread_equal(c->batch_owner, pthread_self());
+    if (!waits && c->open && !c->closed && !c->poisoned && c->writable && page < c->counts.n &&
+        !mp__listed_in_force(c, page))
+        r = kind_of(c, page);
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
 int64_t mp_scan(mp_core *c, uint64_t start_page, uint64_t *out, uint64_t limit) {
     ENTER(c);
     int r = usable(c);

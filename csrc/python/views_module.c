@@ -198,9 +198,8 @@ typedef struct {
     PyObject *fast_owner; /* keeps fast_core's memory alive */
     int watch;            /* _watch: get_page_mut always takes the slow path (the Pager then
                              sees each writable view: sealed pages, pager.py) */
-    int vouched;          /* runs in vouched_runs (_set_vouched): write_page leaves their pages
-                             to the slow path, which retires the record first */
-    unsigned long long vouched_runs[16]; /* (first, count) pairs */
+    kind_fn fast_write;   /* the C core's kind for a page about to be written: negative
+                             also when its record must be retired first (mp_write_try) */
     int write_fd;         /* _write_fd: the file write_page writes, 0 or -1: none */
 } Views;
 
@@ -223,7 +222,7 @@ static int quick_kind(Views *self, PyObject *index_obj, uint64_t index) {
 
 /* The index of the page pid names if the quick path answers for it (a PageId of this page
  * size below _n, not internal, inside mv), or -1. */
-static long long quick_index(Views *self, PyObject *pid, PyObject *mv) {
+static long long quick_index(Views *self, PyObject *pid, PyObject *mv, int write) {
     if (Py_TYPE(pid) != page_id_type || !mv) return -1;
     PyObject *index_obj = PyTuple_GetItem(pid, 0), *ps_obj = PyTuple_GetItem(pid, 1);
     if (!index_obj || !ps_obj) return -1;
@@ -231,7 +230,7 @@ static long long quick_index(Views *self, PyObject *pid, PyObject *mv) {
     unsigned long long index = PyLong_AsUnsignedLongLong(index_obj);
     if (PyErr_Occurred() || index < FIRST_DATA_PAGE || index >= self->n) return -1;
     if (index >= (unsigned long long)(PY_SSIZE_T_MAX / self->ps)) return -1;
-    int kind = quick_kind(self, index_obj, index);
+    int kind = write ? self->fast_write(self->fast_core, index) : quick_kind(self, index_obj, index);
     if (kind < 0 || kind == KIND_INTERNAL) return -1;
     return (long long)index;
 }
@@ -239,7 +238,7 @@ static long long quick_index(Views *self, PyObject *pid, PyObject *mv) {
 static PyObject *view(Views *self, PyObject *pid, int writable) {
     PyObject *mv = writable ? self->rw : self->ro;
     if (writable && self->watch) goto slow;
-    long long index = quick_index(self, pid, mv);
+    long long index = quick_index(self, pid, mv, 0);
     if (index < 0) goto slow;
     /* the pure core's kind() is Python code, which lets other threads run (a remap, a close):
      * the views are read again, and held while sliced */
@@ -267,14 +266,10 @@ static PyObject *write_page(PyObject *op, PyObject *args, PyObject *kwargs) {
     PyObject *pid, *data, *offset_obj = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:write_page", kwlist, &pid, &data, &offset_obj)) return NULL;
     Py_ssize_t offset = 0;
-    if (self->write_fd <= 0) goto slow; /* 0: never set (a new object) */
+    if (self->write_fd <= 0 || !self->fast_write || !self->fast_core) goto slow; /* fd 0: never set */
     if (offset_obj && (!PyLong_CheckExact(offset_obj) || (offset = PyLong_AsSsize_t(offset_obj)) < 0)) goto slow;
-    long long index = quick_index(self, pid, self->rw);
+    long long index = quick_index(self, pid, self->rw, 1);
     if (index < 0) goto slow;
-    for (int i = 0; i < self->vouched; i++) {
-        unsigned long long first = self->vouched_runs[2 * i], count = self->vouched_runs[2 * i + 1];
-        if ((unsigned long long)index >= first && (unsigned long long)index - first < count) goto slow;
-    }
     /* bytes and bytearray here (the stable ABI of 3.10 has no buffer protocol); any other
      * buffer through the slow path */
     const char *buf;
@@ -304,28 +299,13 @@ slow:
     return r;
 }
 
-/* _set_vouched(runs): the (first, count) runs the record in force vouches for, at most 8. */
-static PyObject *set_vouched(PyObject *op, PyObject *runs) {
+/* _set_fast_write(function_address): the C core's mp_write_try, for the core _set_fast_kind
+ * gave (0 takes it away). */
+static PyObject *set_fast_write(PyObject *op, PyObject *arg) {
     Views *self = (Views *)op;
-    Py_ssize_t n = PySequence_Size(runs);
-    if (n < 0) return NULL;
-    unsigned long long v[16];
-    int ok = n <= 8;
-    for (Py_ssize_t i = 0; ok && i < n; i++) {
-        PyObject *pair = PySequence_GetItem(runs, i);
-        ok = pair && PyTuple_Check(pair) && PyTuple_Size(pair) == 2;
-        for (int k = 0; ok && k < 2; k++) {
-            v[2 * i + k] = PyLong_AsUnsignedLongLong(PyTuple_GetItem(pair, k));
-            ok = !PyErr_Occurred();
-        }
-        Py_XDECREF(pair);
-    }
-    if (!ok) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "_set_vouched: at most 8 (first, count) pairs");
-        return NULL;
-    }
-    memcpy(self->vouched_runs, v, (size_t)n * 2 * sizeof v[0]);
-    self->vouched = (int)n;
+    unsigned long long fn = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    self->fast_write = (kind_fn)(uintptr_t)fn;
     Py_RETURN_NONE;
 }
 
@@ -365,6 +345,7 @@ static int views_traverse(PyObject *op, visitproc visit, void *arg) {
 static int views_clear(PyObject *op) {
     Views *self = (Views *)op;
     self->fast_kind = NULL;
+    self->fast_write = NULL;
     self->fast_core = NULL;
     self->n = 0;
     Py_CLEAR(self->ro);
@@ -417,7 +398,7 @@ static PyMethodDef writable_methods[] = {
      "docs/API.md. A page a batch allocated and wrote with write_page only is sealed by the\n"
      "batch's flush(ids): the batch's record vouches for it, and the commit takes one\n"
      "barrier. Raises as get_page_mut does, and ValueError when data does not fit."},
-    {"_set_vouched", set_vouched, METH_O, "The (first, count) runs write_page leaves to _write_page."},
+    {"_set_fast_write", set_fast_write, METH_O, "The C core's mp_write_try, as an address."},
     {NULL, NULL, 0, NULL},
 };
 

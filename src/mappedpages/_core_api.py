@@ -148,10 +148,11 @@ class Core(Reading, Protocol):
         allocated them: the batch's record may list them, and they stay sealed until a later
         record is in force (docs/FORMAT.md, "Sealed pages")."""
 
-    def retire(self, page: int, viewing: bool) -> None:
+    def retire(self, page: int, viewing: bool) -> bool:
         """Before ``page`` is written (through a view: ``viewing``): retire the record in
-        force if it lists the page; a page the open batch sealed and now views is flushed
-        instead. The hook, if any, sees ``"retire"`` before the copy's barrier."""
+        force if it lists the page (True then); a page the open batch sealed and now views is
+        flushed instead. The hook, if any, sees ``"retire"`` before the copy's barrier."""
+        ...
 
     def sealed_runs(self) -> list[tuple[int, int]]:
         """The runs ``(first, count)`` the record in force lists, or ``[]`` when none holds

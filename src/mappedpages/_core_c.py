@@ -145,6 +145,7 @@ class CCore:
         # kind() without the Python wrapper, for the views' index check (negative on error)
         self.kind_raw = functools.partial(lib.mp_kind, self._c)
         self.fast_kind = _fast_kind("mp_kind_try", self._c)
+        self.fast_write = _fast_kind("mp_write_try", self._c)[0]  # for the same core
         flags = (
             (lib.MP_WRITABLE if writable else 0)
             | (lib.MP_SYNC if sync else 0)
@@ -385,7 +386,7 @@ class CCore:
         self._live()
         self._check(lib.mp_seal_pages(self._c, _u64s(pages), len(pages)))
 
-    def retire(self, page: int, viewing: bool) -> None:
+    def retire(self, page: int, viewing: bool) -> bool:
         if page < 0:
             raise OutOfBounds(f"page {page} is beyond the file")
         r = self._check(lib.mp_retire(self._c, page, viewing))
@@ -397,6 +398,7 @@ class CCore:
                 lib.mp_poison(self._c)
                 raise
             self._check(lib.mp_retire_sync(self._c))
+        return r > 0
 
     def sealed_runs(self) -> list[tuple[int, int]]:
         out = ffi.new("uint64_t[]", 2 * fmt.LISTED_MAX)

@@ -64,8 +64,6 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         "_batch_thread",
         "_fd",
         "_free_checks",
-        "_sealed",
-        "_sealing",
         "_serial",
         "_serials",
         "_table",
@@ -83,8 +81,6 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
     _then: list[Callable[[], None]]
     # pages given out as writable views inside the open batch: never sealed by its flushes
     _viewed: set[int]
-    _sealing: set[int]  # pages the open batch's flushes asked the core to seal
-    _sealed: list[tuple[int, int]]  # runs (first, count) the record in force vouches for
     _undo: list[Callable[[], None]]
     _serial: int
     # protected slot -> (serial of its allocation, writes committed since): a writer made
@@ -207,8 +203,8 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             os.close(fd)
             raise
         self._setup(core, path)
-        self._sealing = set()
         self._batch_over()
+        self._set_fast_write(getattr(core, "fast_write", 0))
         self._write_fd = fd
         return self
 
@@ -311,12 +307,10 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         for data pages), so that a page is never sealed while a view of it may write it."""
         index = self._data_index(pid)
         view = self._view(index, writable=True)
-        if self._batch_thread == threading.get_ident():
-            self._viewed.add(index)
-            if index in self._sealing:  # sealed by a flush before: the commit flushes it
-                self._sealing.discard(index)
-                self._core.retire(index, True)
-        self._retire(index)
+        if self._watch:
+            if self._batch_thread == threading.get_ident():
+                self._viewed.add(index)  # not to be sealed by a flush after this
+            self._retire(index, viewing=True)
         return view
 
     def _write_page(self, pid: PageId, data: Any, offset: int) -> None:
@@ -336,15 +330,14 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         if os.pwrite(self._fd, src, index * ps + offset) != len(src):
             raise OSError(f"a short write to page {index}")
 
-    def _retire(self, index: int) -> None:
+    def _retire(self, index: int, viewing: bool = False) -> None:
         """Before page ``index`` is written: a record in force that vouches for it is retired
-        (docs/FORMAT.md, "Sealed pages")."""
-        for first, n in self._sealed:
-            if first <= index < first + n:
-                with self._lock:  # after another thread's batch: what it seals is watched
-                    self._core.retire(index, False)
-                    self._batch_over(in_batch=bool(self._batch_depth))
-                return
+        (docs/FORMAT.md, "Sealed pages"); a page the open batch sealed, now viewed, is flushed
+        by it instead. The core decides, under the lock that another thread's batch holds to
+        its end, so that what that batch sealed is known."""
+        with self._lock:
+            if self._core.retire(index, viewing):
+                self._batch_over(in_batch=bool(self._batch_depth))
 
     def add_free_check(self, check: Callable[[int], bool]) -> None:
         """Make ``free`` and ``free_bulk`` raise ``PageInUse`` for a page whose index
@@ -533,7 +526,6 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             self._batch_doomed = False
             self._batch_thread = threading.get_ident()
             self._viewed.clear()
-            self._sealing.clear()
             self._watch = 1
         self._batch_depth += 1
 
@@ -583,10 +575,7 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         record in force vouches for."""
         if not in_batch:
             self._viewed.clear()
-            self._sealing.clear()
-        self._sealed = self._core.sealed_runs()
-        self._watch = int(in_batch or bool(self._sealed))
-        self._set_vouched(self._sealed)
+        self._watch = int(in_batch or bool(self._core.sealed_runs()))
 
     def _abort(self) -> None:
         """Return to the last committed state: the core's, then what was registered with
@@ -633,7 +622,6 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             viewed = self._viewed  # the others may be sealed (write_page)
             sealing = [i for i in indices if i not in viewed]
             self._core.seal(sealing)
-            self._sealing.update(sealing)
             if len(sealing) < len(indices):
                 self._core.flush([i for i in indices if i in viewed])
 

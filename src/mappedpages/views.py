@@ -85,8 +85,8 @@ class PyWritableViews(PyViews):
         barrier. Raises as get_page_mut does, and ValueError when data does not fit."""
         self._write_page(pid, data, offset)
 
-    def _set_vouched(self, runs: list[tuple[int, int]]) -> None:
-        """The runs the C type's write_page leaves to ``_write_page``: this one leaves all."""
+    def _set_fast_write(self, function: int) -> None:
+        """The C core's write check as an address: of use to the C type only."""
 
     def _get_page_mut(self, pid: PageId) -> memoryview:
         raise NotImplementedError  # the Pager's

@@ -1069,6 +1069,8 @@ static void read_only(const char *path, const view *expected) {
     CHECK(mp_begin(c) == MP_E_READ_ONLY && mp_commit(c) == MP_E_READ_ONLY && mp_checkpoint_now(c) == MP_E_READ_ONLY);
     CHECK(mp_reclaim(c) == MP_E_READ_ONLY && mp_set_manual(c, 1) == MP_E_READ_ONLY && mp_shrink(c) == MP_E_READ_ONLY);
     CHECK(mp_trim(c) == MP_E_READ_ONLY && mp_adopt_batch(c) == MP_E_READ_ONLY);
+    CHECK(mp_retire(c, (uint64_t)page, 0) == MP_E_READ_ONLY && mp_retire_sync(c) == MP_E_READ_ONLY);
+    CHECK(mp_write_try(c, (uint64_t)page) == -1 && mp_kind_try(c, (uint64_t)page) == 1);
     CHECK(mp_commit_step(c, MP_STEP_WRITE) == MP_E_READ_ONLY && mp_pending(c) == 0 && mp_rollback(c) == 0);
     char *addr;
     uint64_t len;
@@ -1229,8 +1231,11 @@ static void sealed(const char *path) {
     CHECK(mp_commit(c) == 0 && mp_generation(c) == gen + 1);
     int n = mp_sealed_runs(c, runs);
     CHECK(n >= 1 && runs[0] <= pages[0] && runs[2 * (n - 1)] + runs[2 * n - 1] > pages[5]);
+    CHECK(mp_write_try(c, pages[1]) == -1 && mp_write_try(c, UINT64_MAX) == -1); /* listed: retire first */
+    CHECK(mp_write_try(c, pages[5] + 1) >= 0 && mp_write_try(c, 1) == 2);
     CHECK(mp_retire(c, 0, 0) == 0 && mp_retire(c, UINT64_MAX, 0) == 0 && mp_retire(c, pages[5] + 1, 0) == 0);
     CHECK(mp_retire(c, pages[1], 0) == 1 && mp_sealed_runs(c, runs) == 0 && mp_retire(c, pages[1], 0) == 0);
+    CHECK(mp_write_try(c, pages[1]) == 1);
     CHECK(mp_generation(c) == gen + 1 && mp_retire_sync(c) == 0);
     unsigned char rec[2][MP_MAX_BLOCK];
     for (int i = 0; i < 2; i++) CHECK(pread(fd, rec[i], 128, (off_t)(1 + i) * ps) == 128);
@@ -1244,6 +1249,7 @@ static void sealed(const char *path) {
     CHECK(mp_close(c) == 0);
     CHECK(mp_seal_pages(c, pages, 1) == MP_E_UNAVAILABLE && mp_retire(c, 3, 0) == MP_E_UNAVAILABLE);
     CHECK(mp_retire_sync(c) == MP_E_UNAVAILABLE && mp_sealed_runs(c, runs) == MP_E_UNAVAILABLE);
+    CHECK(mp_write_try(c, pages[1]) == -1);
     mp_free(c);
     close(fd);
 }

@@ -373,7 +373,7 @@ class PyCore:
         c.flush_lo = min(lo, c.flush_lo) if c.flush_hi else lo
         c.flush_hi = max(hi, c.flush_hi)
 
-    def retire(self, page: int, viewing: bool) -> None:
+    def retire(self, page: int, viewing: bool) -> bool:
         """Before ``page`` is written (through a view, ``viewing``): retire the record in force
         if it lists the page; a page the open batch sealed and now views is flushed instead
         (alloc.c's mp_retire)."""
@@ -384,7 +384,7 @@ class PyCore:
                 c.sealed = [p for p in c.sealed if p != page]
                 self._flush_span(page * c.ps, (page + 1) * c.ps)
             if not commit.listed_in_force(c, page):
-                return
+                return False
             try:
                 commit.retire_write(c)
                 if c.hook is not None:
@@ -393,6 +393,7 @@ class PyCore:
             except BaseException:
                 c.poisoned = True  # which slot landed is unknown now
                 raise
+            return True
 
     def sealed_runs(self) -> list[tuple[int, int]]:
         """The runs the record in force lists, or none when they hold no data page."""
