@@ -315,11 +315,10 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
 
     def _write_page(self, pid: PageId, data: Any, offset: int) -> None:
         """``write_page`` for what its quick path (views.py) leaves: the checks and errors,
-        and the retirement of a record that vouches for the page (docs/API.md: the page
-        cache is the mapping's, and a pwrite lands where a view's write would, without the
-        write fault a clean mapped page takes)."""
+        and the retirement of a record that vouches for the page. It writes with pwrite: the
+        page cache is the mapping's, so the bytes land where a view's write would, without
+        the write fault a clean mapped page takes (docs/DESIGN.md, "Sealed pages")."""
         index = self._data_index(pid)
-        self._view(index, writable=True)  # the mapping covers the page (remapped if not)
         src = memoryview(data).cast("B")
         ps = self._ps
         if type(offset) is not int or not 0 <= offset <= ps - len(src):
@@ -571,8 +570,8 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             fn()
 
     def _batch_over(self, in_batch: bool = False) -> None:
-        """What the views watch once a batch is over (or a record retired): the runs the
-        record in force vouches for."""
+        """Once a batch is over (or a record retired): the views' quick path for writable
+        views stays off while the record in force vouches for data pages."""
         if not in_batch:
             self._viewed.clear()
         self._watch = int(in_batch or bool(self._core.sealed_runs()))

@@ -357,7 +357,8 @@ class PyCore:
                 seal = seal and c.sync
                 sealed = [p for p in pages if seal and p in c.born and alloc.is_data(c, p)]
                 c.sealed += sealed
-                rest = [p for p in pages if p not in sealed] if sealed else pages
+                taken = set(sealed)
+                rest = [p for p in pages if p not in taken] if sealed else pages
                 if rest:
                     self._flush_span(min(rest) * c.ps, (max(rest) + 1) * c.ps)
                 return
