@@ -74,8 +74,8 @@ int mp__bits_room(mp_core *c, uint64_t pages) {
     if (mp_bitmap_resize(&c->taken, bits)) return mp__fail(c, MP_E_NO_MEMORY, "out of memory for the bitmap");
     uint64_t words = bits / 64;
     if (words > c->bit_words) {
-        uint64_t **arrays[4] = {&c->internal, &c->pending, &c->born_bits, &c->written};
-        for (int i = 0; i < 4; i++) {
+        uint64_t **arrays[5] = {&c->internal, &c->pending, &c->born_bits, &c->viewed_bits, &c->written};
+        for (int i = 0; i < 5; i++) {
             uint64_t *a = realloc(*arrays[i], (size_t)words * 8);
             if (!a) return mp__fail(c, MP_E_NO_MEMORY, "out of memory for the bitmap");
             memset(a + c->bit_words, 0, (size_t)(words - c->bit_words) * 8);
@@ -329,7 +329,10 @@ void mp__clear_commit(mp_core *c) {
     c->words_start = -1;
     c->undo_slots.n = 0;
     c->undo_dirty.n = 0;
-    for (uint64_t i = 0; i < c->born.n; i++) mp__clr(c->born_bits, c->born.v[i]);
+    for (uint64_t i = 0; i < c->born.n; i++) {
+        mp__clr(c->born_bits, c->born.v[i]);
+        mp__clr(c->viewed_bits, c->born.v[i]);
+    }
     c->born.n = 0;
     c->staged.n = 0;
     c->blocks.n = 0;
@@ -474,6 +477,24 @@ int mp_kind_try(mp_core *c, uint64_t page) {
     return r;
 }
 
+/* A writable view of `page` is given out: a page this batch allocated is not to be sealed. */
+static void viewed(mp_core *c, uint64_t page) {
+    if (c->in_batch && page < c->counts.n && mp__bit(c->born_bits, page)) mp__set(c->viewed_bits, page);
+}
+
+int mp_view_try(mp_core *c, uint64_t page) {
+    if (pthread_mutex_trylock(&c->lock) != 0) return -1;
+    int r = -1;
+    int waits = c->in_batch && !pthread_equal(c->batch_owner, pthread_self());
+    if (!waits && c->open && !c->closed && !c->poisoned && c->writable && page < c->counts.n &&
+        !mp__listed_in_force(c, page)) {
+        r = kind_of(c, page);
+        viewed(c, page);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
 int mp_write_try(mp_core *c, uint64_t page) {
     if (pthread_mutex_trylock(&c->lock) != 0) return -1;
     int r = -1;
@@ -599,7 +620,8 @@ static int flush_pages(mp_core *c, const uint64_t *pages, uint64_t n, int seal) 
     seal = seal && c->in_batch && c->sync;
     for (uint64_t i = 0; !r && i < n; i++) {
         uint64_t p = pages[i];
-        if (seal && mp__bit(c->born_bits, p) && mp__is_used(c, p) && !mp__bit(c->internal, p)) {
+        if (seal && mp__bit(c->born_bits, p) && !mp__bit(c->viewed_bits, p) && mp__is_used(c, p) &&
+            !mp__bit(c->internal, p)) {
             if (mp__push(&c->sealed, p)) r = mp__fail(c, MP_E_NO_MEMORY, "out of memory");
             continue;
         }
@@ -631,13 +653,7 @@ int mp_seal_pages(mp_core *c, const uint64_t *pages, uint64_t n) {
 int mp_retire(mp_core *c, uint64_t page, int viewing) {
     ENTER(c);
     int r = writer(c);
-    for (uint64_t i = 0; !r && viewing && c->in_batch && i < c->sealed.n; i++) {
-        if (c->sealed.v[i] != page) continue;
-        c->sealed.v[i--] = c->sealed.v[--c->sealed.n];
-        uint64_t lo = page * c->geo.page_size, hi = lo + c->geo.page_size;
-        if (!c->flush_hi || lo < c->flush_lo) c->flush_lo = lo;
-        if (hi > c->flush_hi) c->flush_hi = hi;
-    }
+    if (!r && viewing) viewed(c, page); /* sealed before: the commit flushes it instead */
     if (!r && mp__listed_in_force(c, page)) {
         mp__retire_write(c);
         r = c->manual ? 2 : mp__retire_sync(c);

@@ -81,6 +81,21 @@ static int64_t listing(mp_core *c, mp_listed *runs, uint64_t *pages) {
     return (int64_t)k;
 }
 
+/* Sealed pages given out as writable views since their flush are flushed, not listed. */
+static void unseal_viewed(mp_core *c) {
+    uint64_t kept = 0, ps = c->geo.page_size;
+    for (uint64_t i = 0; i < c->sealed.n; i++) {
+        uint64_t p = c->sealed.v[i];
+        if (!mp__bit(c->viewed_bits, p)) {
+            c->sealed.v[kept++] = p;
+            continue;
+        }
+        if (!c->flush_hi || p * ps < c->flush_lo) c->flush_lo = p * ps;
+        if ((p + 1) * ps > c->flush_hi) c->flush_hi = (p + 1) * ps;
+    }
+    c->sealed.n = kept;
+}
+
 static int write_step(mp_core *c) {
     int r = mp__check_length(c); /* nothing is committed past the end of a truncated file */
     if (r) return r;
@@ -92,6 +107,7 @@ static int write_step(mp_core *c) {
         if (r) return r;
     }
     if (c->cut) mp__cut(c); /* a shrink: after the checkpoint has placed its blocks */
+    unseal_viewed(c);
     mp_listed runs[MP_LISTED_MAX];
     uint64_t pages;
     int64_t k = listing(c, runs, &pages);

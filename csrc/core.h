@@ -89,8 +89,9 @@ struct mp_core {
     mp_counts counts;
     mp_bitmap taken;         /* used pages, and pending ones: what allocation skips */
     uint64_t *internal, *pending, *born_bits;
+    uint64_t *viewed_bits;   /* pages born in this batch that a writable view was given of */
     uint64_t *written;       /* pages written with zeros in this open, to give them space */
-    uint64_t bit_words;      /* words of internal, pending, born_bits and written */
+    uint64_t bit_words;      /* words of internal, pending, born_bits, viewed_bits, written */
     mp_u64s fifo;            /* pending pages, oldest first: pairs (generation, page) */
     uint64_t fifo_head;      /* pairs before it are released */
     uint64_t nheld;          /* pending pages */

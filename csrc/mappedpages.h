@@ -84,8 +84,10 @@ int mp_kind(mp_core *core, uint64_t page); /* 0 free, 1 data, 2 internal, 3 pend
  * when the lock is taken, another thread's batch is open, or mp_kind would fail. */
 int mp_kind_try(mp_core *core, uint64_t page);
 /* mp_kind_try for a page about to be written: -1 also when the record in force lists it
- * (mp_retire must come first) or the core is read-only. */
+ * (mp_retire must come first) or the core is read-only. mp_view_try likewise, for a writable
+ * view about to be given out: a page the open batch allocated is then never sealed. */
 int mp_write_try(mp_core *core, uint64_t page);
+int mp_view_try(mp_core *core, uint64_t page);
 int64_t mp_scan(mp_core *core, uint64_t start, uint64_t *out, uint64_t limit);
 
 int mp_palloc(mp_core *core, uint64_t *out, uint64_t n);

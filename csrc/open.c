@@ -59,11 +59,12 @@ static void reset_state(mp_core *c) {
     free(c->internal);
     free(c->pending);
     free(c->born_bits);
+    free(c->viewed_bits);
     free(c->written);
     free(c->slot_page);
     free(c->slot_crc);
     free(c->verified);
-    c->internal = c->pending = c->born_bits = c->written = NULL;
+    c->internal = c->pending = c->born_bits = c->viewed_bits = c->written = NULL;
     c->slot_page = NULL;
     c->slot_crc = NULL;
     c->verified = NULL;

@@ -128,10 +128,10 @@ def test_a_retired_record_and_its_copy(core: str, path: str) -> None:
         assert bytes(ro.get_page(new[0])) == b"\x01" * 1024
     met: list[str] = []
     with mp.Pager.open(path) as p:
-        assert p._watch, "the record in force vouches for data pages: views are watched"
+        assert p._core.sealed_runs(), "the record in force vouches for data pages"
         p._core.set_barrier_hook(met.append)
         view = p.get_page_mut(new[0])
-        assert met == ["retire"] and p.generation == generation and not p._watch
+        assert met == ["retire"] and p.generation == generation and not p._core.sealed_runs()
         view[:5] = b"after"
         p.write_page(new[1], b"again")
         assert met == ["retire"]  # once
@@ -146,7 +146,7 @@ def test_a_retired_record_and_its_copy(core: str, path: str) -> None:
                 assert ro.generation == generation
                 assert bytes(ro.get_page(new[0]))[:5] == b"after"
             with mp.Pager.open(path) as p:
-                assert p.generation == generation and not p._watch
+                assert p.generation == generation and not p._core.sealed_runs()
                 assert list(p.iter_allocated_pages())[-4:] == new
     with mp.Pager.open(path) as p:  # and the next commit goes on from the copy
         p.alloc()

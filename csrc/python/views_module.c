@@ -198,8 +198,10 @@ typedef struct {
     PyObject *fast_owner; /* keeps fast_core's memory alive */
     int watch;            /* _watch: get_page_mut always takes the slow path (the Pager then
                              sees each writable view: sealed pages, pager.py) */
-    kind_fn fast_write;   /* the C core's kind for a page about to be written: negative
-                             also when its record must be retired first (mp_write_try) */
+    kind_fn fast_view, fast_write; /* the C core's kind for a page about to be written through
+                             a view, or by write_page: negative also when its record must be
+                             retired first (mp_view_try, mp_write_try); mp_view_try also keeps
+                             a page the open batch allocated from being sealed */
     int write_fd;         /* _write_fd: the file write_page writes, 0 or -1: none */
 } Views;
 
@@ -222,7 +224,7 @@ static int quick_kind(Views *self, PyObject *index_obj, uint64_t index) {
 
 /* The index of the page pid names if the quick path answers for it (a PageId of this page
  * size below _n, not internal, inside mv), or -1. */
-static long long quick_index(Views *self, PyObject *pid, PyObject *mv, int write) {
+static long long quick_index(Views *self, PyObject *pid, PyObject *mv, int mode) {
     if (Py_TYPE(pid) != page_id_type || !mv) return -1;
     PyObject *index_obj = PyTuple_GetItem(pid, 0), *ps_obj = PyTuple_GetItem(pid, 1);
     if (!index_obj || !ps_obj) return -1;
@@ -230,7 +232,9 @@ static long long quick_index(Views *self, PyObject *pid, PyObject *mv, int write
     unsigned long long index = PyLong_AsUnsignedLongLong(index_obj);
     if (PyErr_Occurred() || index < FIRST_DATA_PAGE || index >= self->n) return -1;
     if (index >= (unsigned long long)(PY_SSIZE_T_MAX / self->ps)) return -1;
-    int kind = write ? self->fast_write(self->fast_core, index) : quick_kind(self, index_obj, index);
+    kind_fn fn = mode == 2 ? self->fast_write : mode == 1 ? self->fast_view : NULL;
+    if ((fn || mode == 2) && !(fn && self->fast_core)) return -1;
+    int kind = fn ? fn(self->fast_core, index) : quick_kind(self, index_obj, index);
     if (kind < 0 || kind == KIND_INTERNAL) return -1;
     return (long long)index;
 }
@@ -238,7 +242,7 @@ static long long quick_index(Views *self, PyObject *pid, PyObject *mv, int write
 static PyObject *view(Views *self, PyObject *pid, int writable) {
     PyObject *mv = writable ? self->rw : self->ro;
     if (writable && self->watch) goto slow;
-    long long index = quick_index(self, pid, mv, 0);
+    long long index = quick_index(self, pid, mv, writable);
     if (index < 0) goto slow;
     /* the pure core's kind() is Python code, which lets other threads run (a remap, a close):
      * the views are read again, and held while sliced */
@@ -268,7 +272,7 @@ static PyObject *write_page(PyObject *op, PyObject *args, PyObject *kwargs) {
     Py_ssize_t offset = 0;
     if (self->write_fd <= 0 || !self->fast_write || !self->fast_core) goto slow; /* fd 0: never set */
     if (offset_obj && (!PyLong_CheckExact(offset_obj) || (offset = PyLong_AsSsize_t(offset_obj)) < 0)) goto slow;
-    long long index = quick_index(self, pid, self->rw, 1);
+    long long index = quick_index(self, pid, self->rw, 2);
     if (index < 0) goto slow;
     /* bytes and bytearray here (the stable ABI of 3.10 has no buffer protocol); any other
      * buffer through the slow path */
@@ -299,13 +303,18 @@ slow:
     return r;
 }
 
-/* _set_fast_write(function_address): the C core's mp_write_try, for the core _set_fast_kind
- * gave (0 takes it away). */
-static PyObject *set_fast_write(PyObject *op, PyObject *arg) {
+/* _set_fast_write(view_address, write_address): the C core's mp_view_try and mp_write_try,
+ * for the core _set_fast_kind gave ((0, 0) takes them away). */
+static PyObject *set_fast_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
     Views *self = (Views *)op;
-    unsigned long long fn = PyLong_AsUnsignedLongLong(arg);
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_set_fast_write(view_address, write_address)");
+        return NULL;
+    }
+    unsigned long long view_fn = PyLong_AsUnsignedLongLong(args[0]), write_fn = PyLong_AsUnsignedLongLong(args[1]);
     if (PyErr_Occurred()) return NULL;
-    self->fast_write = (kind_fn)(uintptr_t)fn;
+    self->fast_view = (kind_fn)(uintptr_t)view_fn;
+    self->fast_write = (kind_fn)(uintptr_t)write_fn;
     Py_RETURN_NONE;
 }
 
@@ -345,6 +354,7 @@ static int views_traverse(PyObject *op, visitproc visit, void *arg) {
 static int views_clear(PyObject *op) {
     Views *self = (Views *)op;
     self->fast_kind = NULL;
+    self->fast_view = NULL;
     self->fast_write = NULL;
     self->fast_core = NULL;
     self->n = 0;
@@ -398,7 +408,8 @@ static PyMethodDef writable_methods[] = {
      "docs/API.md. A page a batch allocated and wrote with write_page only is sealed by the\n"
      "batch's flush(ids): the batch's record vouches for it, and the commit takes one\n"
      "barrier. Raises as get_page_mut does, and ValueError when data does not fit."},
-    {"_set_fast_write", set_fast_write, METH_O, "The C core's mp_write_try, as an address."},
+    {"_set_fast_write", (PyCFunction)(void (*)(void))set_fast_write, METH_FASTCALL,
+     "The C core's mp_view_try and mp_write_try, as addresses."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -145,7 +145,11 @@ class CCore:
         # kind() without the Python wrapper, for the views' index check (negative on error)
         self.kind_raw = functools.partial(lib.mp_kind, self._c)
         self.fast_kind = _fast_kind("mp_kind_try", self._c)
-        self.fast_write = _fast_kind("mp_write_try", self._c)[0]  # for the same core
+        # the views' checks before a writable view and a write_page, for the same core
+        self.fast_write = (
+            _fast_kind("mp_view_try", self._c)[0],
+            _fast_kind("mp_write_try", self._c)[0],
+        )
         flags = (
             (lib.MP_WRITABLE if writable else 0)
             | (lib.MP_SYNC if sync else 0)

@@ -69,7 +69,6 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         "_table",
         "_then",
         "_undo",
-        "_viewed",
     )
     _made_by = "Pager.create(path, ...) or Pager.open(path, ...)"
 
@@ -79,8 +78,6 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
     _batch_thread: int  # the thread whose batch is open (0: none)
     # what state kept beside the file (SubPageAllocator) runs when the batch commits or aborts
     _then: list[Callable[[], None]]
-    # pages given out as writable views inside the open batch: never sealed by its flushes
-    _viewed: set[int]
     _undo: list[Callable[[], None]]
     _serial: int
     # protected slot -> (serial of its allocation, writes committed since): a writer made
@@ -190,7 +187,6 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         self._batch_thread = 0
         self._free_checks = []
         self._table = None
-        self._viewed = set()
         try:
             mode = os.fstat(fd).st_mode
             self._table = ReaderTable.open(path, core.file_id, mode, writer=True)
@@ -204,7 +200,7 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             raise
         self._setup(core, path)
         self._batch_over()
-        self._set_fast_write(getattr(core, "fast_write", 0))
+        self._set_fast_write(*getattr(core, "fast_write", (0, 0)))
         self._write_fd = fd
         return self
 
@@ -302,15 +298,13 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
         return bool(self._core.kind(pid[0]) == DATA)
 
     def _get_page_mut(self, pid: PageId) -> memoryview:
-        """``get_page_mut`` for what its quick path (views.py) leaves, as ``_get_page``; and
-        every call while ``_watch`` is set (a batch is open, or the record in force vouches
-        for data pages), so that a page is never sealed while a view of it may write it."""
+        """``get_page_mut`` for what its quick path (views.py) leaves, as ``_get_page``: then
+        the core hears of the view (a page the batch allocated is not sealed, and a record
+        vouching for the page is retired). The C core's quick path tells it itself
+        (mp_view_try); with the pure core, every call comes here while ``_watch`` is set."""
         index = self._data_index(pid)
         view = self._view(index, writable=True)
-        if self._watch:
-            if self._batch_thread == threading.get_ident():
-                self._viewed.add(index)  # not to be sealed by a flush after this
-            self._retire(index, viewing=True)
+        self._retire(index, viewing=True)
         return view
 
     def _write_page(self, pid: PageId, data: Any, offset: int) -> None:
@@ -524,8 +518,7 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             self._core.begin()
             self._batch_doomed = False
             self._batch_thread = threading.get_ident()
-            self._viewed.clear()
-            self._watch = 1
+            self._watch = int(not hasattr(self._core, "fast_write"))
         self._batch_depth += 1
 
     def _end_batch(self, failed: bool) -> None:
@@ -570,11 +563,11 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             fn()
 
     def _batch_over(self, in_batch: bool = False) -> None:
-        """Once a batch is over (or a record retired): the views' quick path for writable
-        views stays off while the record in force vouches for data pages."""
-        if not in_batch:
-            self._viewed.clear()
-        self._watch = int(in_batch or bool(self._core.sealed_runs()))
+        """Once a batch is over (or a record retired): with the pure core, whose kind() cannot
+        hear of views, the views' quick path for writable views stays off while a batch is
+        open or the record in force vouches for data pages."""
+        if not hasattr(self._core, "fast_write"):
+            self._watch = int(in_batch or bool(self._core.sealed_runs()))
 
     def _abort(self) -> None:
         """Return to the last committed state: the core's, then what was registered with
@@ -618,11 +611,7 @@ class Pager(PageReader, WritableViews, AsyncPagerMethods):
             if self._batch_thread != threading.get_ident():
                 self._core.flush(indices)
                 return
-            viewed = self._viewed  # the others may be sealed (write_page)
-            sealing = [i for i in indices if i not in viewed]
-            self._core.seal(sealing)
-            if len(sealing) < len(indices):
-                self._core.flush([i for i in indices if i in viewed])
+            self._core.seal(indices)  # those it allocated and gave no writable view of
 
     def shrink(self) -> int:
         """Give the free pages at the end of the file back to the file system: the page count

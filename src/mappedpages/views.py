@@ -85,8 +85,9 @@ class PyWritableViews(PyViews):
         barrier. Raises as get_page_mut does, and ValueError when data does not fit."""
         self._write_page(pid, data, offset)
 
-    def _set_fast_write(self, function: int) -> None:
-        """The C core's write check as an address: of use to the C type only."""
+    def _set_fast_write(self, view: int, write: int) -> None:
+        """The C core's checks before a writable view and a write, as addresses: of use to
+        the C type only."""
 
     def _get_page_mut(self, pid: PageId) -> memoryview:
         raise NotImplementedError  # the Pager's

@@ -1070,7 +1070,8 @@ static void read_only(const char *path, const view *expected) {
     CHECK(mp_reclaim(c) == MP_E_READ_ONLY && mp_set_manual(c, 1) == MP_E_READ_ONLY && mp_shrink(c) == MP_E_READ_ONLY);
     CHECK(mp_trim(c) == MP_E_READ_ONLY && mp_adopt_batch(c) == MP_E_READ_ONLY);
     CHECK(mp_retire(c, (uint64_t)page, 0) == MP_E_READ_ONLY && mp_retire_sync(c) == MP_E_READ_ONLY);
-    CHECK(mp_write_try(c, (uint64_t)page) == -1 && mp_kind_try(c, (uint64_t)page) == 1);
+    CHECK(mp_write_try(c, (uint64_t)page) == -1 && mp_view_try(c, (uint64_t)page) == -1);
+    CHECK(mp_kind_try(c, (uint64_t)page) == 1);
     CHECK(mp_commit_step(c, MP_STEP_WRITE) == MP_E_READ_ONLY && mp_pending(c) == 0 && mp_rollback(c) == 0);
     char *addr;
     uint64_t len;
@@ -1232,6 +1233,7 @@ static void sealed(const char *path) {
     int n = mp_sealed_runs(c, runs);
     CHECK(n >= 1 && runs[0] <= pages[0] && runs[2 * (n - 1)] + runs[2 * n - 1] > pages[5]);
     CHECK(mp_write_try(c, pages[1]) == -1 && mp_write_try(c, UINT64_MAX) == -1); /* listed: retire first */
+    CHECK(mp_view_try(c, pages[1]) == -1 && mp_view_try(c, UINT64_MAX) == -1);
     CHECK(mp_write_try(c, pages[5] + 1) >= 0 && mp_write_try(c, 1) == 2);
     CHECK(mp_retire(c, 0, 0) == 0 && mp_retire(c, UINT64_MAX, 0) == 0 && mp_retire(c, pages[5] + 1, 0) == 0);
     CHECK(mp_retire(c, pages[1], 0) == 1 && mp_sealed_runs(c, runs) == 0 && mp_retire(c, pages[1], 0) == 0);
@@ -1246,10 +1248,15 @@ static void sealed(const char *path) {
     uint64_t more[2];
     CHECK(mp_begin(c) == 0 && mp_alloc_bulk(c, more, 2) == 0 && mp_seal_pages(c, more, 2) == 1);
     CHECK(mp_retire(c, more[1], 1) == 0 && mp_commit(c) == 0 && mp_sealed_runs(c, runs) == 0);
+    /* a page viewed before its flush (the views' quick path) is flushed too */
+    CHECK(mp_begin(c) == 0 && mp_alloc_bulk(c, more, 2) == 0 && mp_view_try(c, more[0]) == 1);
+    CHECK(mp_seal_pages(c, more, 2) == 1 && mp_commit(c) == 0 && mp_sealed_runs(c, runs) == 0);
+    CHECK(mp_begin(c) == 0 && mp_alloc_bulk(c, more, 2) == 0 && mp_seal_pages(c, more, 2) == 1);
+    CHECK(mp_commit(c) == 0 && mp_sealed_runs(c, runs) >= 1); /* and not viewed: sealed */
     CHECK(mp_close(c) == 0);
     CHECK(mp_seal_pages(c, pages, 1) == MP_E_UNAVAILABLE && mp_retire(c, 3, 0) == MP_E_UNAVAILABLE);
     CHECK(mp_retire_sync(c) == MP_E_UNAVAILABLE && mp_sealed_runs(c, runs) == MP_E_UNAVAILABLE);
-    CHECK(mp_write_try(c, pages[1]) == -1);
+    CHECK(mp_write_try(c, pages[1]) == -1 && mp_view_try(c, pages[1]) == -1);
     mp_free(c);
     close(fd);
 }

@@ -366,6 +366,7 @@ def clear_commit(c: State) -> None:
     c.undo_slots.clear()
     c.undo_dirty.clear()
     c.born.clear()
+    c.viewed.clear()
     c.staged.clear()
     c.blocks.clear()
     c.grew = False

@@ -74,6 +74,7 @@ def write_step(c: State) -> bool:
         checkpoint.write(c)
     if c.cut:  # a shrink: after the checkpoint has placed its blocks
         shrink.cut(c)
+    unseal_viewed(c)
     runs, pages = listing(c)
     # data pages flushed by a plain flush are never listed: the user may write them in place
     # after the commit, and a listed page that changed would make the record look cut short;
@@ -81,6 +82,20 @@ def write_step(c: State) -> bool:
     flushed = bool(c.flush_hi) or c.flush_everything
     allowed = fmt.one_barrier_allowed(c.ps) and len(runs) <= fmt.LISTED_MAX
     return not c.grew and not flushed and allowed and pages <= fmt.LISTED_PAGES
+
+
+def unseal_viewed(c: State) -> None:
+    """Sealed pages given out as writable views since their flush are flushed, not listed."""
+    viewed = [p for p in c.sealed if p in c.viewed]
+    if viewed:
+        c.sealed = [p for p in c.sealed if p not in c.viewed]
+        widen_flush(c, min(viewed) * c.ps, (max(viewed) + 1) * c.ps)
+
+
+def widen_flush(c: State, lo: int, hi: int) -> None:
+    """The open batch's flush span grows to cover bytes ``[lo, hi)``."""
+    c.flush_lo = min(lo, c.flush_lo) if c.flush_hi else lo
+    c.flush_hi = max(hi, c.flush_hi)
 
 
 def written(c: State) -> list[int]:

@@ -355,12 +355,16 @@ class PyCore:
                     c.flush_everything = True
                     return
                 seal = seal and c.sync
-                sealed = [p for p in pages if seal and p in c.born and alloc.is_data(c, p)]
+                sealed = [
+                    p
+                    for p in pages
+                    if seal and p in c.born and p not in c.viewed and alloc.is_data(c, p)
+                ]
                 c.sealed += sealed
                 taken = set(sealed)
                 rest = [p for p in pages if p not in taken] if sealed else pages
                 if rest:
-                    self._flush_span(min(rest) * c.ps, (max(rest) + 1) * c.ps)
+                    commit.widen_flush(c, min(rest) * c.ps, (max(rest) + 1) * c.ps)
                 return
             if c.hook is not None:
                 c.hook("flush")
@@ -369,11 +373,6 @@ class PyCore:
             elif pages:  # one msync over the pages' span: one barrier however many pages
                 commit.msync(c, [(p * c.ps, c.ps) for p in pages])
 
-    def _flush_span(self, lo: int, hi: int) -> None:
-        c = self._c
-        c.flush_lo = min(lo, c.flush_lo) if c.flush_hi else lo
-        c.flush_hi = max(hi, c.flush_hi)
-
     def retire(self, page: int, viewing: bool) -> bool:
         """Before ``page`` is written (through a view, ``viewing``): retire the record in force
         if it lists the page; a page the open batch sealed and now views is flushed instead
@@ -381,9 +380,8 @@ class PyCore:
         with self._lock:
             c = self._c
             c.writer()
-            if viewing and c.in_batch and page in c.sealed:
-                c.sealed = [p for p in c.sealed if p != page]
-                self._flush_span(page * c.ps, (page + 1) * c.ps)
+            if viewing and c.in_batch and page in c.born:
+                c.viewed.add(page)  # not sealed; sealed before: the commit flushes it instead
             if not commit.listed_in_force(c, page):
                 return False
             try:
