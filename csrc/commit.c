@@ -108,10 +108,10 @@ static int write_step(mp_core *c) {
     }
     if (c->cut) mp__cut(c); /* a shrink: after the checkpoint has placed its blocks */
     unseal_viewed(c);
-    mp_listed runs[MP_LISTED_MAX];
-    uint64_t pages;
-    int64_t k = listing(c, runs, &pages);
+    uint64_t pages = 0;
+    int64_t k = listing(c, c->listing, &pages);
     if (k < 0) return (int)k;
+    c->nlisting = (unsigned)(k < MP_LISTED_MAX ? k : MP_LISTED_MAX);
     /* data pages flushed by a plain flush are never listed: the user may write them in place
      * after the commit, and a listed page that changed would make the record look cut short;
      * sealed ones are listed, and retired before anything writes them (mp_retire) */
@@ -198,16 +198,13 @@ static int flip_step(mp_core *c) {
     c->next_log_crc = rec.log_crc;
     rec.flags = c->single ? MP_FLAG_ONE_BARRIER : 0;
     memset(x, 0, g->block);
-    if (c->single) {
-        mp_listed runs[MP_LISTED_MAX];
-        uint64_t pages;
-        int64_t k = listing(c, runs, &pages);
-        if (k < 0) return (int)k;
-        for (int64_t i = 0; i < k; i++) {
-            runs[i].crc = mp_crc32c(0, c->map + runs[i].page * g->page_size, runs[i].count * g->page_size);
-            mp_listed_put(x + MP_LISTED_OFFSET + 16 * i, runs[i]);
+    if (c->single) { /* the runs the write step found: nothing was written since */
+        for (unsigned i = 0; i < c->nlisting; i++) {
+            mp_listed *e = &c->listing[i];
+            e->crc = mp_crc32c(0, c->map + e->page * g->page_size, e->count * g->page_size);
+            mp_listed_put(x + MP_LISTED_OFFSET + 16 * i, *e);
         }
-        rec.listed = (unsigned)k;
+        rec.listed = c->nlisting;
     }
     mp_record_encode(x, &rec);
     mp__memcpy(x + MP_LOG_OFFSET, c->log, c->log_len);

@@ -129,6 +129,8 @@ struct mp_core {
     /* pages the open batch allocated and flushed that nothing but a copying write reached
      * (mp_seal_pages): its record may list them, and the commit take one barrier */
     mp_u64s sealed;
+    mp_listed listing[MP_LISTED_MAX]; /* a one-barrier commit's runs, from its write step */
+    unsigned nlisting;
 
     /* snapshots: pairs (generation, count) in this process; the reader table of others */
     mp_u64s pins;

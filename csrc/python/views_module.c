@@ -303,18 +303,25 @@ slow:
     return r;
 }
 
+/* The first two of `nargs` arguments (`want` expected, as `usage` says) as addresses. */
+static int addresses(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *usage,
+                     unsigned long long out[2]) {
+    if (nargs != want) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) out[i] = PyLong_AsUnsignedLongLong(args[i]);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 /* _set_fast_write(view_address, write_address): the C core's mp_view_try and mp_write_try,
  * for the core _set_fast_kind gave ((0, 0) takes them away). */
 static PyObject *set_fast_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
     Views *self = (Views *)op;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_set_fast_write(view_address, write_address)");
-        return NULL;
-    }
-    unsigned long long view_fn = PyLong_AsUnsignedLongLong(args[0]), write_fn = PyLong_AsUnsignedLongLong(args[1]);
-    if (PyErr_Occurred()) return NULL;
-    self->fast_view = (kind_fn)(uintptr_t)view_fn;
-    self->fast_write = (kind_fn)(uintptr_t)write_fn;
+    unsigned long long fn[2];
+    if (addresses(args, nargs, 2, "_set_fast_write(view_address, write_address)", fn) < 0) return NULL;
+    self->fast_view = (kind_fn)(uintptr_t)fn[0];
+    self->fast_write = (kind_fn)(uintptr_t)fn[1];
     Py_RETURN_NONE;
 }
 
@@ -322,12 +329,9 @@ static PyObject *set_fast_write(PyObject *op, PyObject *const *args, Py_ssize_t 
  * (0, 0, None) takes it away. */
 static PyObject *set_fast_kind(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
     Views *self = (Views *)op;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_set_fast_kind(function_address, core_address, owner)");
-        return NULL;
-    }
-    unsigned long long fn = PyLong_AsUnsignedLongLong(args[0]), core = PyLong_AsUnsignedLongLong(args[1]);
-    if (PyErr_Occurred()) return NULL;
+    unsigned long long a[2];
+    if (addresses(args, nargs, 3, "_set_fast_kind(function_address, core_address, owner)", a) < 0) return NULL;
+    unsigned long long fn = a[0], core = a[1];
     if (!fn != !core) {
         PyErr_SetString(PyExc_ValueError, "_set_fast_kind: both addresses or neither");
         return NULL;

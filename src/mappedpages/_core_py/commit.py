@@ -76,6 +76,7 @@ def write_step(c: State) -> bool:
         shrink.cut(c)
     unseal_viewed(c)
     runs, pages = listing(c)
+    c.listing = runs
     # data pages flushed by a plain flush are never listed: the user may write them in place
     # after the commit, and a listed page that changed would make the record look cut short;
     # sealed ones are listed, and retired before anything writes them (PyCore.retire)
@@ -143,8 +144,8 @@ def flip_step(c: State, single: bool) -> None:
     listed = b""
     if single:
         ps, mm = c.ps, c.mm
-        listed = b"".join(
-            fmt.LISTED.pack(p, crc32c(mm[p * ps : (p + n) * ps]), n - 1) for p, n in listing(c)[0]
+        listed = b"".join(  # the runs the write step found: nothing was written since
+            fmt.LISTED.pack(p, crc32c(mm[p * ps : (p + n) * ps]), n - 1) for p, n in c.listing
         )
     broot, bcrc = c.bitmap.root()
     droot, dcrc = c.directory.root()

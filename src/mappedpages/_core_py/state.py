@@ -110,6 +110,7 @@ class State:
         # pages the open batch allocated and flushed that nothing but a copying write reached
         # (PyCore.seal): its record may list them, and the commit take one barrier
         self.sealed: list[int] = []
+        self.listing: list[tuple[int, int]] = []  # a one-barrier commit's runs (write step)
         self.viewed: set[int] = set()  # pages born in this batch that a writable view was given of
         self.next_log_crc = 0
 
